@@ -1,0 +1,1 @@
+"""The search service: GET /search, health, metrics; hot-swaps model versions."""

@@ -1,0 +1,112 @@
+"""The FastAPI app factory with a lifespan that loads models and opens the event sink."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from encoder_server.holder import ModelHolder
+from encoder_server.query_filters import parse_filters
+from encoder_server.routes import health, search
+from services.errors import FlywheelError, QueryError, RegistryError, SearchIndexError
+from services.events import EventSink, JsonlSink
+from services.metrics import SEARCH_REQUESTS
+from services.settings import SearchSettings, Settings
+
+logger = logging.getLogger(__name__)
+
+
+def _error(
+    status: int, code: str, message: str, detail: list[dict[str, object]] | None = None
+) -> JSONResponse:
+    body: dict[str, object] = {"error": code, "message": message}
+    if detail is not None:
+        body["detail"] = detail
+    return JSONResponse(body, status_code=status)
+
+
+def _explain(error: Mapping[str, Any], limits: SearchSettings) -> str:
+    """One line per validation error that says what to fix (the schema's regexes do not)."""
+    where = ".".join(str(p) for p in error["loc"][1:]) or str(error["loc"][0])
+    if error["type"] == "string_pattern_mismatch" and error["loc"][1:2] == ("filter",):
+        try:
+            parse_filters([str(error["input"])], limits.filter_fields)
+        except QueryError as exc:
+            return f"{where}: {exc}"
+        return f"{where}: use FIELD:VALUE or FIELD:LOW..HIGH"
+    if error["type"] == "string_pattern_mismatch" and error["loc"][1:] == ("q",):
+        return "q: is blank; send the shopper's search text in q"
+    return f"{where}: {error['msg']}"
+
+
+def _install_error_handlers(app: FastAPI, limits: SearchSettings) -> None:
+    @app.exception_handler(QueryError)
+    async def query_error(_: Request, exc: QueryError) -> JSONResponse:
+        SEARCH_REQUESTS.labels(status="4xx", model_version="", arm="").inc()
+        return _error(400, "bad_request", str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        SEARCH_REQUESTS.labels(status="4xx", model_version="", arm="").inc()
+        problems = [_explain(e, limits) for e in exc.errors()]
+        detail = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
+        return _error(422, "invalid_parameter", "; ".join(problems), detail)
+
+    @app.exception_handler(SearchIndexError)
+    @app.exception_handler(RegistryError)
+    async def unavailable(_: Request, exc: FlywheelError) -> JSONResponse:
+        SEARCH_REQUESTS.labels(status="5xx", model_version="", arm="").inc()
+        return _error(503, "unavailable", str(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return _error(exc.status_code, "http_error", str(exc.detail))
+
+
+def create_app(settings: Settings | None = None, sink: EventSink | None = None) -> FastAPI:
+    """Build the encoder_server app; models load in the lifespan, not at import."""
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        holder = ModelHolder(settings)
+        app.state.holder = holder
+        app.state.sink = sink or JsonlSink(settings.home / "events" / "served.jsonl")
+        try:
+            holder.load()
+        except FlywheelError as exc:
+            # Stay up and unready: an orchestrator restarts us or the registry fills later.
+            holder.last_error = str(exc)
+            logger.error("no model loaded: %s", exc)
+        try:
+            yield
+        finally:
+            holder.close()
+            app.state.sink.close()
+
+    app = FastAPI(
+        title="Flywheel search",
+        summary="SPLADE product search on Qdrant that learns from its shoppers.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    if settings.server.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.server.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["*"],
+        )
+    _install_error_handlers(app, settings.search)
+    app.include_router(search.build_router(settings.search))
+    app.include_router(health.router)
+    return app

@@ -1,0 +1,1 @@
+"""The umbrella ``flywheel`` command line."""

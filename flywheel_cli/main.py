@@ -1,0 +1,145 @@
+"""``flywheel``: index a catalog, serve search, evaluate, inspect models."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from services.errors import FlywheelError
+from services.settings import Settings
+
+app = typer.Typer(no_args_is_help=True, help="Product search that learns from its shoppers.")
+console = Console()
+logger = logging.getLogger("flywheel")
+
+
+@app.callback()
+def main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+    """Configure logging once for every command."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(message)s",
+        handlers=[RichHandler(console=Console(stderr=True), show_path=False)],
+    )
+
+
+def progress_bar() -> Progress:
+    """The progress bar every long command shows."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    )
+
+
+def fail(exc: FlywheelError) -> typer.Exit:
+    """Print a Flywheel error without a traceback and exit with status 2."""
+    console.print(f"[red]error:[/red] {exc}")
+    return typer.Exit(code=2)
+
+
+@app.command()
+def index(
+    catalog: Annotated[Path, typer.Option(help="Products file: CSV, JSONL or Parquet.")],
+    id_column: Annotated[str | None, typer.Option(help="Column holding product ids.")] = None,
+    text_column: Annotated[
+        list[str] | None, typer.Option(help="Column(s) with product text; repeatable.")
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(help="Register this checkpoint as a new version first ('bundled', a path)."),
+    ] = None,
+) -> None:
+    """Encode and index a catalog; on a new home, register the bundled model as v1 production."""
+    from services.catalog import load_catalog
+    from services.catalog_store import save_products
+    from services.encoding.package import register_pretrained
+    from services.indexing import index_products
+    from services.registry import ModelRegistry
+
+    settings = Settings()
+    registry = ModelRegistry(settings.registry_dir)
+    try:
+        products = load_catalog(catalog, id_column=id_column, text_columns=text_column)
+        version = registry.pointers().production
+        new = model is not None or version is None
+        if new:
+            card = register_pretrained(registry, model or settings.encoder.model, settings.encoder)
+            version = card.version
+            console.print(f"registered {card.source!r} as model [bold]{version}[/bold]")
+        assert version is not None
+        save_products(products, settings.home)
+        with progress_bar() as bar:
+            task = bar.add_task(f"indexing with {version}", total=len(products))
+            idx = index_products(
+                settings, version, products, progress=lambda n: bar.advance(task, n)
+            )
+            count = idx.count()
+            idx.close()
+        if new and registry.pointers().production is None:
+            registry.set_production(version)
+    except FlywheelError as exc:
+        raise fail(exc) from exc
+    console.print(
+        f"indexed [bold]{count}[/bold] products with {version}; production = "
+        f"{registry.pointers().production}. Next: `flywheel serve`."
+    )
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address (default from settings).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default from settings).")] = None,
+) -> None:
+    """Run the search service (encoder_server) under uvicorn."""
+    import uvicorn
+
+    from encoder_server.app import create_app
+
+    settings = Settings()
+    uvicorn.run(
+        create_app(settings),
+        host=host or settings.server.host,
+        port=port if port is not None else settings.server.port,
+        log_level="info",
+        access_log=False,
+    )
+
+
+@app.command()
+def models() -> None:
+    """List registered model versions and the serving pointers."""
+    from services.registry import ModelRegistry
+
+    registry = ModelRegistry(Settings().registry_dir)
+    pointers = registry.pointers()
+    table = Table("version", "role", "parent", "source", "created")
+    for version in registry.versions():
+        card = registry.card(version)
+        role = (
+            "production"
+            if version == pointers.production
+            else f"canary ({pointers.canary_fraction:.0%})"
+            if version == pointers.canary
+            else ""
+        )
+        table.add_row(
+            version, role, card.parent or "", card.source, f"{card.created_at:%Y-%m-%d %H:%M}"
+        )
+    console.print(table)
+
+
+def run() -> None:
+    """Console-script entry point: register the commands that live in their own modules."""
+    from flywheel_cli import demo  # noqa: F401 - registers `flywheel demo`
+
+    app()

@@ -1,0 +1,1 @@
+"""Flywheel's shared domain library: settings, catalog, SPLADE encoding, indexes, registry."""

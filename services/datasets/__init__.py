@@ -1,0 +1,1 @@
+"""Adapters that turn labelled relevance sets into products, queries and graded judgments."""

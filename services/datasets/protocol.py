@@ -1,0 +1,52 @@
+"""Evaluation protocol helpers shared by every labelled set: query ids and query sampling."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+
+from services.datasets.base import LabelledSet, Qrels
+from services.errors import DatasetError
+
+
+def normalise_query(text: str) -> str:
+    """Lowercase, collapse runs of whitespace to one space and strip."""
+    return " ".join(text.lower().split())
+
+
+def query_id(text: str) -> str:
+    """A stable id for a query: the first 16 hex digits of SHA-1 of its normalised text.
+
+    The same text (up to case and whitespace) gets the same id in every run and on every
+    machine, so sampled query lists and reports can be compared across runs.
+    """
+    return hashlib.sha1(normalise_query(text).encode("utf-8")).hexdigest()[:16]
+
+
+def add_judgment(qrels: Qrels, qid: str, pid: str, grade: int) -> None:
+    """Record a graded judgment; a (query, product) pair judged twice keeps its highest grade."""
+    judged = qrels.setdefault(qid, {})
+    judged[pid] = max(grade, judged.get(pid, grade))
+
+
+def sample_queries(ls: LabelledSet, n: int, *, min_judged: int = 2, seed: int = 42) -> list[str]:
+    """Pick ``n`` query ids for evaluation, reproducibly.
+
+    Protocol: the eligible queries are those with at least ``min_judged`` judged products in
+    ``ls.qrels`` (any grade, 0 included) and a text in ``ls.queries``; their ids are sorted
+    as strings and ``random.Random(seed).sample(sorted_ids, n)`` picks the sample (returned
+    in sample order). The same set, ``n``, ``min_judged`` and ``seed`` always give the same list.
+
+    Raises:
+        DatasetError: ``n`` is not positive or exceeds the number of eligible queries.
+    """
+    eligible = sorted(
+        qid for qid, judged in ls.qrels.items() if len(judged) >= min_judged and qid in ls.queries
+    )
+    if not 0 < n <= len(eligible):
+        raise DatasetError(
+            f"cannot sample {n} queries from {ls.name}: {len(eligible)} queries have at least "
+            f"{min_judged} judged products; ask for between 1 and {len(eligible)} queries "
+            "or lower min_judged."
+        )
+    return random.Random(seed).sample(eligible, n)

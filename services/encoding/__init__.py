@@ -1,0 +1,1 @@
+"""SPLADE encoders: PyTorch for training/export, ONNX Runtime for serving and bulk encoding."""

@@ -1,0 +1,1 @@
+"""Search indexes: one interface over Qdrant Edge (embedded) and a Qdrant server."""

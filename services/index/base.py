@@ -1,0 +1,92 @@
+"""The interface every index backend implements, and the types it speaks."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from services.products import Product
+from services.sparse import SparseVec
+
+DEFAULT_RRF_K = 2
+"""Qdrant's default RRF constant: score = sum over lists of 1 / (k + rank)."""
+
+VectorName = Literal["splade", "bm25"]
+"""Named sparse vectors of every point: the model's SPLADE vector and a BM25 vector (IDF in
+the engine) for the baseline and for hybrid retrieval."""
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    """One search result."""
+
+    product_id: str
+    score: float
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class SearchFilters:
+    """Conjunction of payload conditions: each keyword field matches any of its values; each
+    range field is an inclusive [low, high] with either end open (None)."""
+
+    keywords: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    ranges: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.keywords or self.ranges)
+
+
+class ProductIndex(Protocol):
+    """A per-model-version index of products with two named sparse vectors."""
+
+    @property
+    def version(self) -> str: ...
+
+    def upsert(
+        self,
+        products: Sequence[Product],
+        splade: Sequence[SparseVec],
+        bm25: Sequence[SparseVec],
+    ) -> None:
+        """Insert or replace products with their vectors (same order, same length)."""
+
+    def search(
+        self,
+        vector: SparseVec,
+        *,
+        using: VectorName = "splade",
+        limit: int = 10,
+        offset: int = 0,
+        filters: SearchFilters | None = None,
+    ) -> list[Hit]:
+        """Top ``limit`` products after skipping ``offset``, best first."""
+
+    def search_batch(
+        self, vectors: Sequence[SparseVec], *, using: VectorName = "splade", limit: int = 10
+    ) -> list[list[Hit]]:
+        """Many unfiltered searches at once (offline evaluation)."""
+
+    def hybrid_search(
+        self,
+        splade_vec: SparseVec,
+        bm25_vec: SparseVec,
+        *,
+        limit: int = 10,
+        offset: int = 0,
+        filters: SearchFilters | None = None,
+        prefetch_limit: int = 100,
+        rrf_k: int = DEFAULT_RRF_K,
+    ) -> list[Hit]:
+        """SPLADE and BM25 candidates fused in the engine by reciprocal rank (Cormack et al.,
+        2009, "Reciprocal Rank Fusion outperforms Condorcet and individual rank learning")."""
+
+    def finalize(self) -> None:
+        """Call once after bulk indexing (optimizes and flushes where that helps)."""
+
+    def count(self) -> int:
+        """Number of products stored."""
+
+    def close(self) -> None:
+        """Flush and release files or connections."""

@@ -1,0 +1,159 @@
+"""Behaviour both backends share, so they agree by construction (see the congruence test).
+
+:class:`SparseIndexBase` validates arguments, batches writes, builds the stored points and
+skips empty query vectors; a backend supplies only the engine calls.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Any
+
+from services.index.base import DEFAULT_RRF_K, Hit, SearchFilters, VectorName
+from services.index.ids import point_id, to_payload
+from services.products import Product
+from services.sparse import SparseVec
+
+UPSERT_BATCH = 512
+"""Points per write request."""
+
+
+StoredPoint = tuple[str, dict[str, Any], dict[str, SparseVec]]
+"""Point id, payload and the non-empty named vectors of one product."""
+
+
+def check_page(limit: int, offset: int) -> None:
+    """Raise ``ValueError`` for a non-positive ``limit`` or a negative ``offset``."""
+    if limit < 1 or offset < 0:
+        raise ValueError(f"limit must be >= 1 and offset >= 0; got limit={limit}, offset={offset}")
+
+
+class SparseIndexBase(ABC):
+    """The public search API over a few engine-specific primitives."""
+
+    def __init__(self, version: str) -> None:
+        self._version = version
+
+    @property
+    def version(self) -> str:
+        """The model version whose vectors this index holds."""
+        return self._version
+
+    def upsert(
+        self, products: Sequence[Product], splade: Sequence[SparseVec], bm25: Sequence[SparseVec]
+    ) -> None:
+        """Insert or replace products with their vectors (same order, same length).
+
+        Empty vectors are not stored, so a product without BM25 terms stays out of the
+        BM25 IDF statistics on every backend.
+        """
+        if not len(products) == len(splade) == len(bm25):
+            raise ValueError(
+                f"upsert needs one SPLADE and one BM25 vector per product; got {len(products)} "
+                f"products, {len(splade)} SPLADE and {len(bm25)} BM25 vectors"
+            )
+        for start in range(0, len(products), UPSERT_BATCH):
+            rows = range(start, min(len(products), start + UPSERT_BATCH))
+            self._write(
+                [
+                    (
+                        point_id(products[i].id),
+                        to_payload(products[i]),
+                        {n: v for n, v in (("splade", splade[i]), ("bm25", bm25[i])) if len(v)},
+                    )
+                    for i in rows
+                ]
+            )
+
+    def search(
+        self,
+        vector: SparseVec,
+        *,
+        using: VectorName = "splade",
+        limit: int = 10,
+        offset: int = 0,
+        filters: SearchFilters | None = None,
+    ) -> list[Hit]:
+        """Top ``limit`` products by dot product after skipping ``offset``, best first."""
+        check_page(limit, offset)
+        if not len(vector):
+            return []
+        return self._nearest(vector, using, limit, offset, filters or None)
+
+    def search_batch(
+        self, vectors: Sequence[SparseVec], *, using: VectorName = "splade", limit: int = 10
+    ) -> list[list[Hit]]:
+        """Many unfiltered searches in one engine call."""
+        check_page(limit, 0)
+        results: list[list[Hit]] = [[] for _ in vectors]
+        live = [i for i, vector in enumerate(vectors) if len(vector)]
+        if live:
+            found = self._nearest_batch([vectors[i] for i in live], using, limit)
+            for i, hits in zip(live, found, strict=True):
+                results[i] = hits
+        return results
+
+    def hybrid_search(
+        self,
+        splade_vec: SparseVec,
+        bm25_vec: SparseVec,
+        *,
+        limit: int = 10,
+        offset: int = 0,
+        filters: SearchFilters | None = None,
+        prefetch_limit: int = 100,
+        rrf_k: int = DEFAULT_RRF_K,
+    ) -> list[Hit]:
+        """SPLADE and BM25 candidates (each ``max(prefetch_limit, limit + offset)`` deep,
+        filtered) fused by reciprocal rank ``Σ 1 / (k + rank)``; best first."""
+        check_page(limit, offset)
+        if rrf_k < 1:
+            raise ValueError(f"rrf_k must be >= 1; got {rrf_k}")
+        named: dict[VectorName, SparseVec] = {"splade": splade_vec, "bm25": bm25_vec}
+        live = {name: vec for name, vec in named.items() if len(vec)}
+        if not live:
+            return []
+        depth = max(prefetch_limit, limit + offset)
+        return self._fused(live, limit, offset, filters or None, depth, rrf_k)
+
+    @abstractmethod
+    def _write(self, points: list[StoredPoint]) -> None: ...
+
+    @abstractmethod
+    def _nearest(
+        self,
+        vector: SparseVec,
+        using: VectorName,
+        limit: int,
+        offset: int,
+        filters: SearchFilters | None,
+    ) -> list[Hit]: ...
+
+    @abstractmethod
+    def _nearest_batch(
+        self, vectors: list[SparseVec], using: VectorName, limit: int
+    ) -> list[list[Hit]]: ...
+
+    @abstractmethod
+    def _fused(
+        self,
+        vectors: dict[VectorName, SparseVec],
+        limit: int,
+        offset: int,
+        filters: SearchFilters | None,
+        depth: int,
+        rrf_k: int,
+    ) -> list[Hit]: ...
+
+    @abstractmethod
+    def count(self) -> int:
+        """Number of products stored."""
+
+    @abstractmethod
+    def finalize(self) -> None:
+        """Call once after bulk indexing."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Flush and release files or connections."""

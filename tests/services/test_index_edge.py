@@ -1,0 +1,234 @@
+"""EdgeIndex against brute force: ranking, paging, filters, BM25, persistence, errors."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from services.errors import SearchIndexError
+from services.index.base import Hit, SearchFilters
+from services.index.bm25 import Bm25Encoder
+from services.index.edge import EdgeIndex
+from services.index.ids import point_id
+from services.products import Product
+from services.settings import FilterKind
+from services.sparse import SparseVec
+
+VOCAB = 2_000
+N_DOCS = 300
+FIELDS: dict[str, FilterKind] = {"brand": "keyword", "category": "keyword", "price": "range"}
+BRANDS = ("acme", "globex", "initech", "umbrella")
+CATEGORIES = ("shoes", "shirts", "hats")
+WORDS = ("red", "blue", "cotton", "wool", "classic", "slim", "running", "summer", "winter")
+
+
+def random_vec(rng: np.random.Generator, nnz: int) -> SparseVec:
+    idx = np.sort(rng.choice(VOCAB, size=nnz, replace=False)).astype(np.int32)
+    return SparseVec(idx, rng.uniform(0.05, 2.0, size=nnz).astype(np.float32))
+
+
+def make_products(rng: np.random.Generator) -> list[Product]:
+    products = []
+    for i in range(N_DOCS):
+        title = " ".join(rng.choice(WORDS, size=3)) + f" {CATEGORIES[i % 3]}"
+        price = 50.0 if i % 25 == 0 else round(float(rng.uniform(1, 200)), 2)
+        payload = {"title": title, "brand": BRANDS[i % 4], "category": CATEGORIES[i % 3]}
+        products.append(Product(f"sku-{i}", title, {**payload, "price": price}))
+    products.append(
+        Product(
+            "sku-boots",
+            "Waterproof hiking boots",
+            {
+                "title": "Waterproof hiking boots",
+                "brand": "acme",
+                "category": "shoes",
+                "price": 120.0,
+            },
+        )
+    )
+    return products
+
+
+class Corpus:
+    def __init__(self) -> None:
+        rng = np.random.default_rng(7)
+        self.products = make_products(rng)
+        self.splade = [random_vec(rng, 30) for _ in self.products]
+        self.encoder = Bm25Encoder.for_corpus(p.text for p in self.products)
+        self.bm25 = self.encoder.encode_documents([p.text for p in self.products])
+        self.queries = [random_vec(rng, 8) for _ in range(25)]
+
+    def brute_force(self, query: SparseVec, keep: Any = None) -> list[tuple[str, float]]:
+        scored = [
+            (p.id, query.dot(d))
+            for p, d in zip(self.products, self.splade, strict=True)
+            if keep is None or keep(p.payload)
+        ]
+        return sorted([s for s in scored if s[1] > 0], key=lambda s: -s[1])
+
+
+@pytest.fixture(scope="module")
+def corpus() -> Corpus:
+    return Corpus()
+
+
+@pytest.fixture()
+def index(tmp_path: Path, corpus: Corpus) -> Iterator[EdgeIndex]:
+    idx = EdgeIndex.create(tmp_path / "v1", "v1", FIELDS)
+    idx.upsert(corpus.products, corpus.splade, corpus.bm25)
+    idx.finalize()
+    yield idx
+    idx.close()
+
+
+def assert_matches(hits: list[Hit], expected: list[tuple[str, float]]) -> None:
+    assert [h.product_id for h in hits] == [pid for pid, _ in expected]
+    for hit, (_, score) in zip(hits, expected, strict=True):
+        assert hit.score == pytest.approx(score, rel=1e-5)
+
+
+def test_search_matches_brute_force(index: EdgeIndex, corpus: Corpus) -> None:
+    assert index.count() == len(corpus.products)
+    for query in corpus.queries:
+        assert_matches(index.search(query, limit=10), corpus.brute_force(query)[:10])
+
+
+def test_hits_carry_the_product_payload(index: EdgeIndex, corpus: Corpus) -> None:
+    by_id = {p.id: p for p in corpus.products}
+    for hit in index.search(corpus.queries[0], limit=5):
+        assert hit.payload == by_id[hit.product_id].payload
+
+
+def test_offset_pages_concatenate_to_the_full_ranking(index: EdgeIndex, corpus: Corpus) -> None:
+    query = corpus.queries[1]
+    full = index.search(query, limit=20)
+    pages = [h for off in range(0, 20, 5) for h in index.search(query, limit=5, offset=off)]
+    assert [h.product_id for h in pages] == [h.product_id for h in full]
+
+
+@pytest.mark.parametrize(
+    ("filters", "keep"),
+    [
+        (
+            SearchFilters(keywords={"brand": ("acme", "initech")}),
+            lambda p: p["brand"] in {"acme", "initech"},
+        ),
+        (SearchFilters(ranges={"price": (None, 50.0)}), lambda p: p["price"] <= 50.0),
+        (SearchFilters(ranges={"price": (50.0, None)}), lambda p: p["price"] >= 50.0),
+        (SearchFilters(ranges={"price": (20.0, 80.0)}), lambda p: 20.0 <= p["price"] <= 80.0),
+        (
+            SearchFilters(
+                keywords={"category": ("shoes",), "brand": ("acme", "globex")},
+                ranges={"price": (10.0, 150.0)},
+            ),
+            lambda p: (
+                p["category"] == "shoes"
+                and p["brand"] in {"acme", "globex"}
+                and 10.0 <= p["price"] <= 150.0
+            ),
+        ),
+    ],
+)
+def test_filters_return_only_matching_products(
+    index: EdgeIndex, corpus: Corpus, filters: SearchFilters, keep: Any
+) -> None:
+    for query in corpus.queries:
+        hits = index.search(query, limit=10, filters=filters)
+        assert all(keep(h.payload) for h in hits)
+        assert_matches(hits, corpus.brute_force(query, keep)[:10])
+
+
+def test_empty_filters_mean_no_filter(index: EdgeIndex, corpus: Corpus) -> None:
+    query = corpus.queries[2]
+    assert index.search(query, filters=SearchFilters()) == index.search(query)
+
+
+def test_bm25_finds_the_document_with_the_query_terms(index: EdgeIndex, corpus: Corpus) -> None:
+    hits = index.search(corpus.encoder.encode_query("hiking boot"), using="bm25", limit=3)
+    assert hits[0].product_id == "sku-boots"
+    assert index.search(corpus.encoder.encode_query("the and of"), using="bm25") == []
+
+
+def test_search_batch_equals_single_searches(index: EdgeIndex, corpus: Corpus) -> None:
+    batch = index.search_batch([*corpus.queries[:5], SparseVec.from_lists([], [])], limit=7)
+    assert batch == [index.search(q, limit=7) for q in corpus.queries[:5]] + [[]]
+
+
+def test_hybrid_search_fuses_both_rankings(index: EdgeIndex, corpus: Corpus) -> None:
+    bm25 = corpus.encoder.encode_query("hiking boots")
+    hits = index.hybrid_search(corpus.splade[-1], bm25, limit=5)
+    assert hits[0].product_id == "sku-boots"  # first in both lists: 1/2 + 1/2 with k=2
+    assert hits[0].score == pytest.approx(1.0)
+    brand = SearchFilters(keywords={"brand": ("globex",)})
+    assert all(
+        h.payload["brand"] == "globex"
+        for h in index.hybrid_search(corpus.queries[0], bm25, filters=brand)
+    )
+
+
+def test_concurrent_searches_agree_with_serial_ones(index: EdgeIndex, corpus: Corpus) -> None:
+    serial = [index.search(q) for q in corpus.queries]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        for _ in range(4):
+            assert list(pool.map(index.search, corpus.queries)) == serial
+
+
+def test_reopen_from_disk_gives_the_same_results(tmp_path: Path, corpus: Corpus) -> None:
+    with EdgeIndex.create(tmp_path / "v1", "v1", FIELDS) as idx:
+        idx.upsert(corpus.products, corpus.splade, corpus.bm25)
+        before = [idx.search(q) for q in corpus.queries]
+    with EdgeIndex.open(tmp_path / "v1", "v1") as reopened:
+        assert reopened.count() == len(corpus.products)
+        assert [reopened.search(q) for q in corpus.queries] == before
+
+
+def test_upsert_replaces_by_product_id(index: EdgeIndex, corpus: Corpus) -> None:
+    product = Product("sku-0", "new title", {"title": "new title", "brand": "acme", "price": 1.0})
+    index.upsert([product], [corpus.splade[0]], [corpus.bm25[0]])
+    assert index.count() == len(corpus.products)
+    assert point_id("sku-0") == point_id("sku-0") != point_id("sku-1")
+
+
+def test_create_on_existing_path_fails_unless_overwrite(tmp_path: Path, index: EdgeIndex) -> None:
+    with pytest.raises(SearchIndexError, match="already exists"):
+        EdgeIndex.create(index.path, "v1", FIELDS)
+    index.close()
+    with EdgeIndex.create(index.path, "v1", FIELDS, overwrite=True) as fresh:
+        assert fresh.count() == 0
+
+
+def test_open_missing_tells_how_to_build(tmp_path: Path) -> None:
+    with pytest.raises(SearchIndexError, match=r"flywheel index --catalog FILE"):
+        EdgeIndex.open(tmp_path / "nope", "nope")
+
+
+def test_misuse_is_reported(index: EdgeIndex, corpus: Corpus) -> None:
+    with pytest.raises(ValueError, match="one SPLADE and one BM25 vector per product"):
+        index.upsert(corpus.products[:2], corpus.splade[:1], corpus.bm25[:2])
+    with pytest.raises(ValueError, match="limit"):
+        index.search(corpus.queries[0], limit=0)
+    index.close()
+    index.close()
+    with pytest.raises(SearchIndexError, match="closed"):
+        index.search(corpus.queries[0])
+
+
+def test_bm25_encoder_weights(corpus: Corpus) -> None:
+    assert 3 <= corpus.encoder.avg_len <= 5
+    assert corpus.encoder.token_count("The running shoes, running fast") == 4
+    query = corpus.encoder.encode_query("Running SHOES for the runner")
+    assert np.all(query.values == 1.0) and len(query) == 3
+    assert np.all(np.diff(query.indices) > 0)
+    (doc,) = corpus.encoder.encode_documents(["running running shoes"])
+    assert sorted(doc.values.tolist()) == pytest.approx(
+        [
+            1.0 * 2.2 / (1 + 1.2 * (0.25 + 0.75 * 3 / corpus.encoder.avg_len)),
+            2 * 2.2 / (2 + 1.2 * (0.25 + 0.75 * 3 / corpus.encoder.avg_len)),
+        ],
+        rel=1e-5,
+    )
