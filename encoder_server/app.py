@@ -15,9 +15,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from encoder_server.holder import ModelHolder
 from encoder_server.query_filters import parse_filters
-from encoder_server.routes import health, search
+from encoder_server.routes import events, health, search
 from services.errors import FlywheelError, QueryError, RegistryError, SearchIndexError
-from services.events import EventSink, JsonlSink
+from services.events import EventSink
+from services.kafka.producer import KafkaEventSink
 from services.metrics import SEARCH_REQUESTS
 from services.settings import SearchSettings, Settings
 
@@ -79,7 +80,7 @@ def create_app(settings: Settings | None = None, sink: EventSink | None = None) 
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         holder = ModelHolder(settings)
         app.state.holder = holder
-        app.state.sink = sink or JsonlSink(settings.home / "events" / "served.jsonl")
+        app.state.sink = sink or KafkaEventSink(settings.kafka)
         try:
             holder.load()
         except FlywheelError as exc:
@@ -108,5 +109,6 @@ def create_app(settings: Settings | None = None, sink: EventSink | None = None) 
         )
     _install_error_handlers(app, settings.search)
     app.include_router(search.build_router(settings.search))
+    app.include_router(events.router)
     app.include_router(health.router)
     return app

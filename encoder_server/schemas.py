@@ -55,6 +55,9 @@ class ReadyResponse(BaseModel):
     ready: bool
     models: list[ModelStatus]
     canary_fraction: float
+    event_backlog: int = Field(
+        description="Events not yet acknowledged by Kafka; searches are served regardless."
+    )
     reason: str | None = None
 
 

@@ -28,6 +28,9 @@ def main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> N
         format="%(message)s",
         handlers=[RichHandler(console=Console(stderr=True), show_path=False)],
     )
+    # kafka-python logs every reconnect attempt at ERROR while a broker is down; our own
+    # code reports the backlog instead.
+    logging.getLogger("kafka").setLevel(logging.CRITICAL if not verbose else logging.INFO)
 
 
 def progress_bar() -> Progress:
@@ -113,6 +116,32 @@ def serve(
         log_level="info",
         access_log=False,
     )
+
+
+@app.command()
+def broker(
+    port: Annotated[
+        int | None, typer.Option(help="Port (default: FLYWHEEL_KAFKA__EMBEDDED_PORT, 9092).")
+    ] = None,
+    host: Annotated[str | None, typer.Option(help="Bind address.")] = None,
+) -> None:
+    """Run the embedded Kafka-compatible broker (tansu, memory storage) with Flywheel's topics."""
+    from services.kafka.broker import run_broker_forever
+
+    kafka = Settings().kafka
+    if kafka.bootstrap_servers:
+        console.print(
+            f"[yellow]FLYWHEEL_KAFKA__BOOTSTRAP_SERVERS={kafka.bootstrap_servers} is set: the "
+            "services use that cluster, not this broker.[/yellow]"
+        )
+    try:
+        run_broker_forever(
+            port if port is not None else kafka.embedded_port,
+            kafka.topics(),
+            host or kafka.embedded_host,
+        )
+    except FlywheelError as exc:
+        raise fail(exc) from exc
 
 
 @app.command()

@@ -35,5 +35,9 @@ class SearchIndexError(FlywheelError):
     """The search index (Qdrant Edge or server) is missing or failed."""
 
 
+class EventBusError(FlywheelError):
+    """The Kafka broker cannot be started or reached, or a topic cannot be created."""
+
+
 class QueryError(FlywheelError):
     """A search request is invalid; the message tells the caller what to fix (HTTP 4xx)."""

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Annotated, Any, Literal, Protocol
 
-from pydantic import BaseModel, Field
-
-from services.metrics import EVENT_SINK_ERRORS
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    ValidationError,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -35,49 +40,137 @@ class QueryEvent(BaseModel):
     results: list[str] = Field(description="Ranked product ids of the served page.")
 
 
+Action = Literal["impression", "click", "add_to_cart", "purchase"]
+ACTIONS: tuple[Action, ...] = ("impression", "click", "add_to_cart", "purchase")
+MAX_EVENT_BYTES = 64 * 1024
+"""Larger messages are dead-lettered as oversized (a served page of 100 ids is ~4 KiB)."""
+
+Id = Annotated[str, StringConstraints(min_length=1, max_length=128, strip_whitespace=True)]
+
+
+class InteractionEvent(BaseModel):
+    """What a shopper did with a product in a served list (sent by the storefront)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    type: Literal["interaction"] = "interaction"
+    event_id: Id = Field(description="Idempotency key: a repeated event_id is stored once.")
+    query_id: Id = Field(description="The query_id of the served list this happened on.")
+    action_name: Action
+    object_id: Id = Field(description="Product id.")
+    position: int = Field(ge=1, le=1000, description="1-based rank of the product in the list.")
+    session_id: str | None = Field(default=None, max_length=128)
+    client_id: str | None = Field(default=None, max_length=128)
+    timestamp: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    model_version: str | None = Field(default=None, max_length=32)
+    arm: Arm | None = None
+
+
+Event = Annotated[QueryEvent | InteractionEvent, Field(discriminator="type")]
+_EVENT = TypeAdapter(Event)
+
+
+class MalformedEventError(ValueError):
+    """An event that cannot be stored; ``code`` is a small closed set (a metrics label)."""
+
+    def __init__(self, code: str, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+def _reason(exc: ValidationError) -> MalformedEventError:
+    errors = exc.errors()
+    first = errors[0]
+    field = ".".join(str(p) for p in first["loc"])
+    text = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'event'}: {e['msg']}" for e in errors)
+    if any(e["loc"][-1:] == ("action_name",) for e in errors):
+        return MalformedEventError("unknown_action", text)
+    if any(e["type"] == "union_tag_invalid" or e["type"] == "union_tag_not_found" for e in errors):
+        return MalformedEventError("unknown_type", text)
+    if any(e["type"] == "missing" and str(e["loc"][-1]).endswith("_id") for e in errors):
+        return MalformedEventError("missing_id", text)
+    return MalformedEventError("invalid_field", text if field else str(exc))
+
+
+def validate_event(data: object) -> QueryEvent | InteractionEvent:
+    """Validate one decoded event (a dict); raises :class:`MalformedEventError`."""
+    try:
+        return _EVENT.validate_python(data)
+    except ValidationError as exc:
+        raise _reason(exc) from None
+
+
+def parse_event(raw: bytes) -> QueryEvent | InteractionEvent:
+    """Decode and validate one Kafka message value; raises :class:`MalformedEventError`."""
+    if len(raw) > MAX_EVENT_BYTES:
+        raise MalformedEventError("oversized", f"{len(raw)} bytes > limit {MAX_EVENT_BYTES}")
+    try:
+        data = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise MalformedEventError("bad_json", f"not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise MalformedEventError("bad_json", f"expected a JSON object, got {type(data).__name__}")
+    return validate_event(data)
+
+
+def event_key(event: QueryEvent | InteractionEvent) -> bytes:
+    """Kafka key: the query_id, so a list and its interactions share a partition."""
+    return event.query_id.encode()
+
+
+AnyEvent = QueryEvent | InteractionEvent
+
+
+@dataclass(slots=True)
+class PublishOutcome:
+    """What became of a batch handed to :meth:`EventSink.publish`."""
+
+    accepted: list[str] = field(default_factory=list)
+    """Acknowledged by the event bus (acks=all): durable."""
+    pending: list[str] = field(default_factory=list)
+    """Queued but not acknowledged within the timeout; kept and retried, not lost."""
+    refused: list[str] = field(default_factory=list)
+    """Not queued because the backlog is full; the sender should retry later."""
+
+
+def event_id(event: AnyEvent) -> str:
+    """The idempotency key of an event (query events are keyed by their query_id)."""
+    return event.event_id if isinstance(event, InteractionEvent) else event.query_id
+
+
 class EventSink(Protocol):
-    """Where served lists go. Must never block or fail a search."""
+    """Where served lists and interactions go. Never blocks or fails a search."""
 
-    def emit(self, event: QueryEvent) -> None: ...
+    def emit(self, event: AnyEvent) -> bool:
+        """Queue without waiting; False when the backlog is full and the event was dropped."""
 
-    def close(self) -> None: ...
+    def publish(self, events: Sequence[AnyEvent], timeout_s: float) -> PublishOutcome:
+        """Queue events and wait up to ``timeout_s`` for the bus to acknowledge them."""
 
-
-class JsonlSink:
-    """Appends served lists to a local JSON-lines file (the default before Kafka is set up)."""
-
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.path = path
-        self._lock = threading.Lock()
-        self._handle = path.open("a", encoding="utf-8")
-
-    def emit(self, event: QueryEvent) -> None:
-        line = event.model_dump_json()
-        try:
-            with self._lock:
-                self._handle.write(line + "\n")
-                self._handle.flush()
-        except (OSError, ValueError):
-            EVENT_SINK_ERRORS.labels(sink="jsonl").inc()
-            logger.exception("could not record served list %s", event.query_id)
+    def backlog(self) -> int:
+        """Events queued or in flight, not yet acknowledged."""
 
     def close(self) -> None:
-        with self._lock:
-            self._handle.close()
+        """Flush what can be flushed and release connections."""
 
 
 class MemorySink:
-    """Keeps served lists in memory (tests, benchmarks)."""
+    """Keeps events in memory (tests, benchmarks); acknowledges everything at once."""
 
     def __init__(self) -> None:
-        self.events: list[QueryEvent] = []
+        self.events: list[AnyEvent] = []
 
-    def emit(self, event: QueryEvent) -> None:
+    def emit(self, event: AnyEvent) -> bool:
         self.events.append(event)
+        return True
+
+    def publish(self, events: Sequence[AnyEvent], timeout_s: float) -> PublishOutcome:
+        self.events.extend(events)
+        return PublishOutcome(accepted=[event_id(e) for e in events])
+
+    def backlog(self) -> int:
+        return 0
 
     def close(self) -> None:
         return None
-
-    def dump(self) -> list[dict[str, Any]]:
-        return [json.loads(e.model_dump_json()) for e in self.events]

@@ -58,7 +58,19 @@ INDEX_POINTS = Gauge(
     "flywheel_index_points", "Products in the index of a loaded model version.", ["model_version"]
 )
 EVENT_SINK_ERRORS = Counter(
-    "flywheel_event_sink_errors_total", "Served lists the event sink failed to record.", ["sink"]
+    "flywheel_event_sink_errors_total", "Events the sink failed to deliver or dropped.", ["reason"]
+)
+EVENTS_RECEIVED = Counter(
+    "flywheel_events_received_total", "Interactions taken by POST /events, by action.", ["action"]
+)
+EVENTS_REFUSED = Counter(
+    "flywheel_events_refused_total", "Interactions POST /events refused, by reason.", ["reason"]
+)
+EVENTS_PRODUCED = Counter(
+    "flywheel_events_produced_total", "Events acknowledged by Kafka, by type.", ["type"]
+)
+EVENT_BACKLOG = Gauge(
+    "flywheel_event_backlog", "Events queued in encoder_server, not yet acknowledged by Kafka."
 )
 OFFLINE_NDCG = Gauge(
     "flywheel_offline_ndcg_at_10",

@@ -13,6 +13,8 @@ from typing import Literal
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from services.kafka.config import KafkaSettings
+
 FilterKind = Literal["keyword", "range"]
 
 
@@ -77,6 +79,9 @@ class ServerSettings(BaseModel):
         default=None, description="Bearer token for state-changing endpoints; unset turns them off."
     )
     registry_poll_s: float = Field(default=5.0, gt=0)
+    events_ack_timeout_s: float = Field(
+        default=2.0, ge=0, description="How long POST /events waits for the bus to acknowledge."
+    )
     cors_origins: list[str] = Field(default_factory=list)
 
 
@@ -92,6 +97,7 @@ class Settings(BaseSettings):
     encoder: EncoderSettings = Field(default_factory=EncoderSettings)
     search: SearchSettings = Field(default_factory=SearchSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
 
     @cached_property
     def registry_dir(self) -> Path:

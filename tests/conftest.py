@@ -16,6 +16,8 @@ from services.registry import ModelRegistry
 from services.settings import Settings
 from services.synthetic import generate_catalog
 
+pytest_plugins = ["tests.integration.kafka_fixtures"]  # broker, kafka_settings, kafka_topic
+
 HOMEDEPOT_CSV = (
     Path(__file__).resolve().parents[1].parent / "shared" / "data" / "homedepot" / "train.csv"
 )

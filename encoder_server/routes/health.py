@@ -6,7 +6,7 @@ from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from encoder_server.deps import HolderDep
+from encoder_server.deps import HolderDep, SinkDep
 from encoder_server.schemas import HealthResponse, ModelStatus, ReadyResponse
 
 router = APIRouter(tags=["operations"])
@@ -19,12 +19,16 @@ def healthz() -> HealthResponse:
 
 
 @router.get("/readyz", response_model=ReadyResponse, responses={503: {"model": ReadyResponse}})
-def readyz(holder: HolderDep) -> ReadyResponse | JSONResponse:
+def readyz(holder: HolderDep, sink: SinkDep) -> ReadyResponse | JSONResponse:
     """Readiness: a production model and its index are loaded."""
     routing = holder.routing
     if routing is None:
         body = ReadyResponse(
-            ready=False, models=[], canary_fraction=0.0, reason=holder.last_error or "loading"
+            ready=False,
+            models=[],
+            canary_fraction=0.0,
+            event_backlog=sink.backlog(),
+            reason=holder.last_error or "loading",
         )
         return JSONResponse(body.model_dump(), status_code=503)
     models = [
@@ -40,7 +44,12 @@ def readyz(holder: HolderDep) -> ReadyResponse | JSONResponse:
                 version=routing.canary.version, arm="canary", products=routing.canary.products
             )
         )
-    return ReadyResponse(ready=True, models=models, canary_fraction=routing.canary_fraction)
+    return ReadyResponse(
+        ready=True,
+        models=models,
+        canary_fraction=routing.canary_fraction,
+        event_backlog=sink.backlog(),
+    )
 
 
 @router.get("/metrics", include_in_schema=False)

@@ -92,9 +92,15 @@ class EdgeIndex(SparseIndexBase):
         try:
             shard = qe.EdgeShard.load(str(path))
         except Exception as exc:
+            hint = (
+                "Another process (or another open handle in this one) holds it: Qdrant Edge "
+                "allows one; stop the other `flywheel serve`, or use a Qdrant server for "
+                "several replicas."
+                if "WouldBlock" in str(exc)
+                else "Rebuild it with `flywheel index --catalog FILE`."
+            )
             raise SearchIndexError(
-                f"Cannot open the search index at {path}: {exc}. Rebuild it with "
-                "`flywheel index --catalog FILE`."
+                f"Cannot open the search index at {path}: {exc}. {hint}"
             ) from exc
         return cls(shard, path, version)
 

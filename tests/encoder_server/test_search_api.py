@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from encoder_server.app import create_app
-from services.events import MemorySink
+from services.events import InteractionEvent, MemorySink, PublishOutcome, QueryEvent
 from services.settings import Settings
 from tests.conftest import IndexedHome
 
@@ -41,6 +41,7 @@ def test_search_returns_ranked_attributed_results(client: TestClient, sink: Memo
     assert "drill" in body["results"][0]["payload"]["title"].lower()
     assert body["took_ms"] > 0
     served = sink.events[-1]
+    assert isinstance(served, QueryEvent)
     assert served.query_id == body["query_id"]
     assert served.results == [r["id"] for r in body["results"]]
     assert served.session_id == "s1"
@@ -133,3 +134,61 @@ def test_unready_without_a_model(tmp_path: Path) -> None:
         response = empty.get("/search", params={"q": "drill"})
         assert response.status_code == 503
         assert "No model is loaded" in response.json()["message"]
+
+
+def interaction(i: int, **overrides: object) -> dict[str, object]:
+    return {
+        "event_id": f"e{i}",
+        "query_id": "q1",
+        "action_name": "click",
+        "object_id": "100001",
+        "position": 1,
+        "session_id": "s1",
+        **overrides,
+    }
+
+
+def test_events_are_validated_one_by_one(client: TestClient, sink: MemorySink) -> None:
+    before = len(sink.events)
+    batch = [
+        interaction(1),
+        interaction(2, action_name="hover"),
+        interaction(3, position=0),
+        {k: v for k, v in interaction(4).items() if k != "event_id"},
+        interaction(5, note="x" * 70_000),
+        interaction(6, type="query"),
+        interaction(7, action_name="purchase", position=3),
+    ]
+    response = client.post("/events", json={"events": batch})
+    assert response.status_code == 200
+    body = response.json()
+    assert body["accepted"] == 2 and body["pending"] == 0
+    assert [(r["index"], r["code"]) for r in body["rejected"]] == [
+        (1, "unknown_action"),
+        (2, "invalid_field"),
+        (3, "missing_id"),
+        (4, "oversized"),
+        (5, "unknown_type"),
+    ]
+    assert "position" in body["rejected"][1]["reason"]
+    stored = sink.events[before:]
+    assert [e.event_id for e in stored if isinstance(e, InteractionEvent)] == ["e1", "e7"]
+
+
+@pytest.mark.parametrize("payload", [{"events": []}, {"events": "x"}, {}, [1]])
+def test_malformed_event_batches_get_422(client: TestClient, payload: object) -> None:
+    response = client.post("/events", json=payload)
+    assert response.status_code == 422
+    assert response.json()["message"]
+
+
+def test_full_backlog_is_refused_with_503(tmp_path: Path) -> None:
+    class FullSink(MemorySink):
+        def publish(self, events, timeout_s):
+            return PublishOutcome(refused=[e.event_id for e in events])
+
+    with TestClient(create_app(Settings(home=tmp_path), sink=FullSink())) as full:
+        response = full.post("/events", json={"events": [interaction(1)]})
+        assert response.status_code == 503
+        assert response.headers["retry-after"] == "1"
+        assert response.json()["rejected"][0]["code"] == "backlog_full"

@@ -12,11 +12,14 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from services.kafka.broker import EmbeddedBroker
 from tests.conftest import IndexedHome
 
 
-def start_server(home: str, port: int, timeout_s: float = 60) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "FLYWHEEL_HOME": home}
+def start_server(
+    home: str, port: int, bootstrap: str, timeout_s: float = 60
+) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "FLYWHEEL_HOME": home, "FLYWHEEL_KAFKA__BOOTSTRAP_SERVERS": bootstrap}
     proc = subprocess.Popen(
         [sys.executable, "-m", "flywheel_cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
         env=env,
@@ -47,11 +50,11 @@ def stop_server(proc: subprocess.Popen[bytes]) -> str:
 
 
 @pytest.fixture(scope="module")
-def server_url(indexed_home: IndexedHome) -> Iterator[str]:
+def server_url(indexed_home: IndexedHome, broker: EmbeddedBroker) -> Iterator[str]:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = int(sock.getsockname()[1])
-    proc = start_server(str(indexed_home.settings.home), port)
+    proc = start_server(str(indexed_home.settings.home), port, broker.bootstrap_servers)
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
