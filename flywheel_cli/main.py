@@ -145,6 +145,57 @@ def broker(
 
 
 @app.command()
+def ingest(
+    idle_exit_s: Annotated[
+        float | None, typer.Option(help="Exit after this many seconds without events.")
+    ] = None,
+) -> None:
+    """Consume shopper events from Kafka into DuckDB, exactly once (the single writer)."""
+    from feedback_ingest.service import run_ingest
+
+    try:
+        run_ingest(Settings(), idle_exit_s=idle_exit_s)
+    except FlywheelError as exc:
+        raise fail(exc) from exc
+
+
+@app.command()
+def snapshot(
+    wait_s: Annotated[float, typer.Option(help="How long to wait for a running ingest.")] = 60,
+) -> None:
+    """Write a Parquet snapshot of events and derived data under $FLYWHEEL_HOME/exports."""
+    import time
+
+    from feedback_ingest.service import SNAPSHOT_REQUEST, exports_dir, store_path
+    from feedback_ingest.store import EventStore, StoreLockedError, latest_snapshot, write_snapshot
+
+    settings = Settings()
+    exports = exports_dir(settings)
+    try:
+        with EventStore(store_path(settings), settings.ingest.store) as store:
+            folder = write_snapshot(store, exports, keep=settings.ingest.store.keep_snapshots)
+    except StoreLockedError:
+        # A running `flywheel ingest` owns the file: ask it, and wait for the new snapshot.
+        before = latest_snapshot(exports)
+        exports.mkdir(parents=True, exist_ok=True)
+        (exports / SNAPSHOT_REQUEST).touch()
+        deadline = time.monotonic() + wait_s
+        while (found := latest_snapshot(exports)) == before and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if found is None or found == before:
+            raise fail(
+                FlywheelError(
+                    f"the running ingest did not write a snapshot within {wait_s:.0f} s; is it "
+                    "stuck? See its log."
+                )
+            ) from None
+        folder = found
+    except FlywheelError as exc:
+        raise fail(exc) from exc
+    console.print(f"snapshot written: {folder}")
+
+
+@app.command()
 def models() -> None:
     """List registered model versions and the serving pointers."""
     from services.registry import ModelRegistry

@@ -72,6 +72,44 @@ EVENTS_PRODUCED = Counter(
 EVENT_BACKLOG = Gauge(
     "flywheel_event_backlog", "Events queued in encoder_server, not yet acknowledged by Kafka."
 )
+EVENTS_INGESTED = Counter(
+    "flywheel_events_ingested_total",
+    "Valid events read by feedback_ingest, by action (query = served list); re-deliveries "
+    "are included and also counted in flywheel_events_duplicate_total.",
+    ["action"],
+)
+EVENTS_REJECTED = Counter(
+    "flywheel_events_rejected_total",
+    "Kafka records feedback_ingest sent to the dead-letter store, by reason.",
+    ["reason"],
+)
+EVENTS_DUPLICATE = Counter(
+    "flywheel_events_duplicate_total",
+    "Re-delivered events feedback_ingest ignored (their event_id was already stored).",
+)
+CONSUMER_LAG = Gauge(
+    "flywheel_consumer_lag_records", "Records not yet ingested, per partition.", ["partition"]
+)
+INGEST_BATCH_SIZE = Histogram(
+    "flywheel_ingest_batch_records",
+    "Records per ingested poll batch.",
+    buckets=(1, 5, 10, 50, 100, 250, 500, 1000, 2500),
+)
+INGEST_COMMIT_SECONDS = Histogram(
+    "flywheel_ingest_commit_seconds",
+    "Time to commit one batch (events, dead letters, offsets) to DuckDB.",
+    buckets=LATENCY_BUCKETS,
+)
+ONLINE_NDCG = Gauge(
+    "flywheel_online_ndcg_at_10",
+    "Mean online nDCG@10 of served lists whose attribution window has closed.",
+    ["model_version", "arm"],
+)
+ONLINE_LISTS = Gauge(
+    "flywheel_online_lists",
+    "Served lists counted in the online metrics.",
+    ["model_version", "arm"],
+)
 OFFLINE_NDCG = Gauge(
     "flywheel_offline_ndcg_at_10",
     "Offline nDCG@10 of a model version on a labelled or held-out set.",

@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from services.ingest_settings import StoreSettings
 from services.kafka.config import KafkaSettings
 
 FilterKind = Literal["keyword", "range"]
@@ -85,6 +86,19 @@ class ServerSettings(BaseModel):
     cors_origins: list[str] = Field(default_factory=list)
 
 
+class IngestSettings(BaseModel):
+    """feedback_ingest: the Kafka consumer that writes DuckDB."""
+
+    poll_timeout_ms: int = Field(default=1000, ge=10)
+    snapshot_interval_s: float = Field(default=300.0, gt=0)
+    online_metrics_interval_s: float = Field(
+        default=30.0, gt=0, description="How often online nDCG per version and arm is recomputed."
+    )
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(default=9464, ge=0, le=65535, description="0 turns /metrics off.")
+    store: StoreSettings = Field(default_factory=StoreSettings)
+
+
 class Settings(BaseSettings):
     """The root of the settings tree."""
 
@@ -98,6 +112,7 @@ class Settings(BaseSettings):
     search: SearchSettings = Field(default_factory=SearchSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
 
     @cached_property
     def registry_dir(self) -> Path:

@@ -75,11 +75,15 @@ class EmbeddedBroker:
         self,
         *,
         advertised_host: str | None = None,
+        advertised_port: int | None = None,
         log_path: Path | None = None,
         startup_timeout_s: float = 15.0,
         cluster_id: str = "flywheel",
     ) -> None:
+        """``advertised_host``/``advertised_port`` are what clients are told to connect to
+        (a proxy or NAT address); they default to the listening address."""
         self._advertised_host = advertised_host
+        self._advertised_port = advertised_port
         self._log_path = log_path
         self._owns_log = log_path is None
         self._startup_timeout_s = startup_timeout_s
@@ -181,7 +185,7 @@ class EmbeddedBroker:
         self._log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = self._log_path.open("ab")
         advertised = self._advertised_host or (socket.gethostname() if host in _WILDCARDS else host)
-        self._address = f"{advertised}:{port}"
+        self._address = f"{advertised}:{self._advertised_port or port}"
         options = {
             "--cluster-id": self._cluster_id,
             "--listener-url": f"tcp://{host or '0.0.0.0'}:{port}",

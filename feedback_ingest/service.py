@@ -1,0 +1,98 @@
+"""The long-running ``flywheel ingest`` process: poll loop, snapshots, online-metric gauges."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+
+from prometheus_client import start_http_server
+
+from feedback_ingest.consumer import Ingestor
+from feedback_ingest.store import EventStore, StoreError, refresh_derived, write_snapshot
+from services.metrics import ONLINE_LISTS, ONLINE_NDCG
+from services.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+SNAPSHOT_REQUEST = ".snapshot-request"
+
+
+def store_path(settings: Settings) -> Path:
+    """The DuckDB file feedback_ingest writes."""
+    return settings.home / "events.duckdb"
+
+
+def exports_dir(settings: Settings) -> Path:
+    """Where Parquet snapshots go (the retrainer reads only these)."""
+    return settings.home / "exports"
+
+
+def publish_online_metrics(store: EventStore, settings: Settings) -> None:
+    """Recompute the derived tables and export online nDCG@10 per model version and arm."""
+    refresh_derived(store, settings.ingest.store.derived)
+    rows = store.con.execute(
+        "SELECT model_version, arm, lists, mean_ndcg_at_10 FROM online_metrics_by_arm"
+    ).fetchall()
+    for version, arm, lists, ndcg in rows:
+        ONLINE_NDCG.labels(model_version=version, arm=arm).set(ndcg or 0.0)
+        ONLINE_LISTS.labels(model_version=version, arm=arm).set(lists)
+
+
+def run_ingest(
+    settings: Settings,
+    *,
+    stop: threading.Event | None = None,
+    bootstrap: str | None = None,
+    idle_exit_s: float | None = None,
+) -> None:
+    """Consume until ``stop`` is set, SIGTERM/SIGINT arrives (the current batch finishes), or
+    nothing arrived for ``idle_exit_s`` (drain-and-exit runs, e.g. a Kubernetes Job)."""
+    cfg = settings.ingest
+    stop = stop or threading.Event()
+    store = EventStore(store_path(settings), cfg.store)
+    if threading.current_thread() is threading.main_thread():
+
+        def _on_signal(signum: int, _frame: FrameType | None) -> None:
+            logger.info("%s: finishing the current batch", signal.Signals(signum).name)
+            stop.set()
+
+        signal.signal(signal.SIGTERM, _on_signal)
+        signal.signal(signal.SIGINT, _on_signal)
+    if cfg.metrics_port:
+        start_http_server(cfg.metrics_port, addr=cfg.metrics_host)
+    ingestor = Ingestor(settings.kafka, store, bootstrap)
+    exports = exports_dir(settings)
+    request = exports / SNAPSHOT_REQUEST
+    last_snapshot = last_metrics = last_record = time.monotonic()
+    try:
+        ingestor.start()
+        while not stop.is_set():
+            try:
+                stats = ingestor.poll_batch(cfg.poll_timeout_ms)
+            except StoreError:
+                stop.wait(1.0)
+                continue
+            now = time.monotonic()
+            if stats.records:
+                logger.debug("batch: %s", stats)
+                last_record = now
+            elif idle_exit_s is not None and now - last_record >= idle_exit_s:
+                logger.info("no events for %.0f s; exiting", idle_exit_s)
+                break
+            if request.exists() or now - last_snapshot >= cfg.snapshot_interval_s:
+                folder = write_snapshot(store, exports, keep=cfg.store.keep_snapshots)
+                request.unlink(missing_ok=True)
+                logger.info("snapshot %s", folder.name)
+                last_snapshot = last_metrics = now
+            elif now - last_metrics >= cfg.online_metrics_interval_s:
+                publish_online_metrics(store, settings)
+                last_metrics = now
+    finally:
+        ingestor.close()
+        store.close()
+        logger.info("ingest stopped at %s", datetime.now(UTC).isoformat(timespec="seconds"))

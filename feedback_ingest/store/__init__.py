@@ -1,0 +1,27 @@
+"""The DuckDB event store of feedback_ingest: migrations, the exactly-once batch writer,
+derived tables (judgments, IPS weights, training pairs, online metrics) and Parquet snapshots."""
+
+from feedback_ingest.store.derived import DerivedReport, refresh_derived
+from feedback_ingest.store.errors import StoreError, StoreLockedError, StoreSchemaError
+from feedback_ingest.store.rows import DeadLetter, Sourced
+from feedback_ingest.store.snapshot import latest_snapshot, read_manifest, write_snapshot
+from feedback_ingest.store.writer import BatchResult, EventStore
+from services.ingest_settings import ClickModelSettings, DerivedSettings, StoreSettings
+
+__all__ = [
+    "BatchResult",
+    "ClickModelSettings",
+    "DeadLetter",
+    "DerivedReport",
+    "DerivedSettings",
+    "EventStore",
+    "Sourced",
+    "StoreError",
+    "StoreLockedError",
+    "StoreSchemaError",
+    "StoreSettings",
+    "latest_snapshot",
+    "read_manifest",
+    "refresh_derived",
+    "write_snapshot",
+]

@@ -1,0 +1,57 @@
+"""Settings of the event store, the derived tables and the snapshots.
+
+Part of the one settings tree: ``Settings.ingest.store`` (``FLYWHEEL_INGEST__STORE__...``).
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+
+class ClickModelSettings(BaseModel):
+    """Position-bias estimation (position-based click model, EM)."""
+
+    max_position: int = Field(
+        default=20, ge=1, description="Propensities are estimated for positions 1..max_position."
+    )
+    min_observations: int = Field(
+        default=2000,
+        ge=1,
+        description="Fewer shown (list, product) observations than this: use the fallback curve.",
+    )
+    min_position_observations: int = Field(
+        default=30,
+        ge=1,
+        description="A position seen fewer times than this takes the fallback curve's value.",
+    )
+    fallback_eta: float = Field(
+        default=1.0, ge=0, description="Fallback propensity curve: 1 / position**eta."
+    )
+    max_iter: int = Field(default=500, ge=1)
+    tol: float = Field(default=1e-6, gt=0, description="Stop when no propensity moves more.")
+
+
+class DerivedSettings(BaseModel):
+    """How judgments, IPS weights, training pairs and online metrics are derived."""
+
+    click_model: ClickModelSettings = Field(default_factory=ClickModelSettings)
+    ips_max_weight: float = Field(
+        default=20.0, ge=1, description="Each click's 1/propensity is clipped at this value."
+    )
+    max_pairs_per_query: int = Field(default=50, ge=1)
+    attribution_window_s: float = Field(
+        default=1800.0,
+        gt=0,
+        description="A served list's interactions count until this long after the query; "
+        "online metrics include a list only once its window has closed.",
+    )
+
+
+class StoreSettings(BaseModel):
+    """The DuckDB event store and its Parquet snapshots."""
+
+    dead_letter_raw_max_bytes: int = Field(
+        default=16_384, ge=0, description="Raw payload kept per dead letter (truncated)."
+    )
+    keep_snapshots: int = Field(default=5, ge=1, description="Snapshots kept in exports/.")
+    derived: DerivedSettings = Field(default_factory=DerivedSettings)
