@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import os
 import statistics
 import subprocess
@@ -68,9 +69,22 @@ async def load(
     return latencies, errors, time.perf_counter() - start
 
 
+def stage_totals(base: str, mode: str) -> dict[str, tuple[float, float]]:
+    """Server-side (sum, count) of each stage's latency histogram for ``mode``."""
+    text = httpx.get(f"{base}/metrics", timeout=5).text
+    totals: dict[str, list[float]] = {}
+    for line in text.splitlines():
+        for kind in ("sum", "count"):
+            prefix = f"flywheel_search_latency_seconds_{kind}{{"
+            if line.startswith(prefix) and f'mode="{mode}"' in line:
+                stage = line.split('stage="')[1].split('"')[0]
+                totals.setdefault(stage, [0.0, 0.0])[kind == "count"] = float(line.split()[-1])
+    return {stage: (v[0], v[1]) for stage, v in totals.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[8])
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--port", type=int, default=18431)
     parser.add_argument("--modes", default="splade,bm25,hybrid")
@@ -91,16 +105,21 @@ def main() -> None:
                     break
             except httpx.TransportError:
                 time.sleep(0.2)
-        for mode in args.modes.split(","):
-            asyncio.run(load(base, queries, args.concurrency, 3, mode))  # warm-up
-            lat, errors, wall = asyncio.run(
-                load(base, queries, args.concurrency, args.seconds, mode)
+        for mode, concurrency in itertools.product(args.modes.split(","), args.concurrency):
+            asyncio.run(load(base, queries, concurrency, 3, mode))  # warm-up
+            before = stage_totals(base, mode)
+            lat, errors, wall = asyncio.run(load(base, queries, concurrency, args.seconds, mode))
+            after = stage_totals(base, mode)
+            stages = ", ".join(
+                f"{stage} {(after[stage][0] - before.get(stage, (0, 0))[0]) * 1000 / n:.2f} ms"
+                for stage in ("encode", "retrieve", "total")
+                if stage in after and (n := after[stage][1] - before.get(stage, (0, 0))[1])
             )
             print(
-                f"GET /search mode={mode} concurrency={args.concurrency}: "
+                f"GET /search mode={mode} concurrency={concurrency}: "
                 f"{len(lat) / wall:.0f} QPS, "
                 f"p50 {statistics.median(lat):.1f} ms, p99 {np.percentile(lat, 99):.1f} ms, "
-                f"{errors} errors / {len(lat)} requests"
+                f"{errors} errors / {len(lat)} requests; server-side mean: {stages}"
             )
     finally:
         server.terminate()

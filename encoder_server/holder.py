@@ -60,7 +60,7 @@ def load_version(settings: Settings, registry: ModelRegistry, version: str) -> L
         registry.verified_file(version, TOKENIZER_FILE),
         max_query_tokens=card.max_query_tokens,
         max_doc_tokens=card.max_doc_tokens,
-        threads=settings.encoder.threads,
+        threads=settings.encoder.query_threads,
     )
     index = open_index(settings, version)
     # One warm-up query so the first shopper does not pay for lazy initialisation.

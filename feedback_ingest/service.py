@@ -92,6 +92,8 @@ def run_ingest(
             elif now - last_metrics >= cfg.online_metrics_interval_s:
                 publish_online_metrics(store, settings)
                 last_metrics = now
+        # Leave derived tables (judgments, pairs, online metrics) current for readers.
+        publish_online_metrics(store, settings)
     finally:
         ingestor.close()
         store.close()

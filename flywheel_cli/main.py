@@ -31,6 +31,7 @@ def main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> N
     # kafka-python logs every reconnect attempt at ERROR while a broker is down; our own
     # code reports the backlog instead.
     logging.getLogger("kafka").setLevel(logging.CRITICAL if not verbose else logging.INFO)
+    logging.getLogger("bm25s").setLevel(logging.WARNING)
 
 
 def progress_bar() -> Progress:

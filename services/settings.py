@@ -51,8 +51,14 @@ class EncoderSettings(BaseModel):
     doc_backend: Literal["onnx", "torch"] = Field(
         default="onnx", description="Runtime that encodes documents at indexing time."
     )
+    query_threads: int = Field(
+        default=1,
+        ge=0,
+        description="ONNX Runtime threads per query in encoder_server; parallelism comes from "
+        "concurrent requests, so 1 is fastest under load. 0 lets the runtime choose.",
+    )
     threads: int = Field(
-        default=0, ge=0, description="Intra-op threads; 0 lets the runtime choose."
+        default=0, ge=0, description="Threads for bulk document encoding; 0: all cores."
     )
 
 

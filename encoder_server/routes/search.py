@@ -68,7 +68,7 @@ def build_router(limits: SearchSettings) -> APIRouter:
             503: {"model": ErrorResponse},
         },
     )
-    def search(
+    async def search(
         request: Request,
         holder: HolderDep,
         sink: SinkDep,

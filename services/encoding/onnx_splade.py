@@ -31,6 +31,10 @@ def _session(path: Path, threads: int) -> ort.InferenceSession:
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+    if threads == 1:
+        # Serving runs one small query per request thread: spinning worker threads would only
+        # steal CPU from the other requests.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own untyped errors

@@ -46,6 +46,9 @@ def load_mlm(name_or_path: str) -> tuple[nn.Module, Any]:
     Never downloads: Flywheel runs without network access to model hubs.
     """
     from transformers import AutoModelForMaskedLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # ours say enough
 
     source = resolve_model(name_or_path)
     try:
