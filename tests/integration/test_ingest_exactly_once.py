@@ -17,10 +17,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
+import httpx
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.structs import TopicPartition
 
+from feedback_ingest.store import latest_snapshot
 from services.kafka.broker import EmbeddedBroker, ensure_topics, free_port
 from tests.integration.tcp_proxy import DroppingProxy
 
@@ -226,3 +228,75 @@ def finish_with_error(proc: subprocess.Popen[bytes]) -> str:
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 2, out.decode()
     return out.decode()
+
+
+def test_running_ingest_snapshots_on_demand_and_exports_online_metrics(
+    topics: Topics, tmp_path: Path
+) -> None:
+    from tests.feedback_ingest.builders import act, query
+
+    session = [
+        query("qa", "Cordless  Drill", ["p1", "p2", "p3"], version="v1"),
+        act("qa", "impression", "p1", 1),
+        act("qa", "click", "p2", 2),
+        act("qa", "purchase", "p2", 2),
+        query("qb", "hose", ["p7", "p8"], version="v2", arm="canary"),
+        act("qb", "add_to_cart", "p7", 1),
+    ]
+    produce(topics.bootstrap, topics.events, [e.model_dump_json().encode() for e in session])
+    metrics_port = free_port("127.0.0.1")
+    env = {
+        **os.environ,
+        "FLYWHEEL_HOME": str(tmp_path),
+        "FLYWHEEL_KAFKA__BOOTSTRAP_SERVERS": topics.bootstrap,
+        "FLYWHEEL_KAFKA__TOPIC": topics.events,
+        "FLYWHEEL_KAFKA__DLQ_TOPIC": topics.dlq,
+        "FLYWHEEL_INGEST__METRICS_PORT": str(metrics_port),
+        "FLYWHEEL_INGEST__POLL_TIMEOUT_MS": "200",
+        "FLYWHEEL_INGEST__ONLINE_METRICS_INTERVAL_S": "1",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flywheel_cli", "ingest"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        # The ingest holds the DuckDB file: wait until it has read everything, then ask it.
+        deadline = time.monotonic() + 30
+        text = ""
+        while time.monotonic() < deadline:
+            try:
+                text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text
+            except httpx.TransportError:
+                text = ""
+            if 'flywheel_online_ndcg_at_10{arm="canary",model_version="v2"}' in text:
+                break
+            time.sleep(0.5)
+        # qb: add-to-cart at position 1 of 2 -> the ideal order, nDCG 1.0
+        assert 'flywheel_online_ndcg_at_10{arm="canary",model_version="v2"} 1.0' in text
+        assert 'flywheel_events_ingested_total{action="purchase"} 1.0' in text
+        assert "flywheel_ingest_commit_seconds_bucket" in text
+        snap = subprocess.run(
+            [sys.executable, "-m", "flywheel_cli", "snapshot", "--wait-s", "60"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=90,
+            check=False,
+        )
+        assert snap.returncode == 0, snap.stdout + snap.stderr
+        assert "snapshot written" in snap.stdout
+        folder = latest_snapshot(tmp_path / "exports")
+        assert folder is not None
+        manifest = json.loads((folder / "manifest.json").read_text())
+        assert manifest["tables"]["queries"]["rows"] == 2
+        assert manifest["tables"]["interactions"]["rows"] == 4
+        judgments = duckdb.sql(
+            f"SELECT product_id, grade FROM '{folder}/judgments.parquet' ORDER BY product_id"
+        ).fetchall()
+        assert judgments == [("p1", 0), ("p2", 3), ("p7", 2)]
+        assert proc.poll() is None  # the request was served by the running ingest
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
