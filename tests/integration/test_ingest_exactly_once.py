@@ -292,9 +292,11 @@ def test_running_ingest_snapshots_on_demand_and_exports_online_metrics(
         manifest = json.loads((folder / "manifest.json").read_text())
         assert manifest["tables"]["queries"]["rows"] == 2
         assert manifest["tables"]["interactions"]["rows"] == 4
-        judgments = duckdb.sql(
-            f"SELECT product_id, grade FROM '{folder}/judgments.parquet' ORDER BY product_id"
-        ).fetchall()
+        judgments = (
+            duckdb.connect()
+            .execute(f"SELECT product_id, grade FROM '{folder}/judgments.parquet' ORDER BY 1")
+            .fetchall()
+        )
         assert judgments == [("p1", 0), ("p2", 3), ("p7", 2)]
         assert proc.poll() is None  # the request was served by the running ingest
     finally:
