@@ -221,7 +221,7 @@ def models() -> None:
 
 def run() -> None:
     """Console-script entry point: register the commands that live in their own modules."""
-    from flywheel_cli import demo  # noqa: F401 - registers `flywheel demo`
+    from flywheel_cli import demo, retrain_cmd  # noqa: F401 - register their commands
     from flywheel_cli.eval_cmd import eval_command
 
     app.command("eval")(eval_command)

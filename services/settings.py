@@ -105,6 +105,56 @@ class IngestSettings(BaseModel):
     store: StoreSettings = Field(default_factory=StoreSettings)
 
 
+class TrainSettings(BaseModel):
+    """Fine-tuning SPLADE with sentence-transformers (SpladeLoss: MNRL + FLOPS)."""
+
+    epochs: float = Field(default=1.0, gt=0)
+    batch_size: int = Field(default=32, ge=2, description="In-batch negatives grow with it.")
+    learning_rate: float = Field(default=5e-5, gt=0)
+    warmup_ratio: float = Field(default=0.1, ge=0, le=1)
+    max_query_tokens: int = Field(default=32, ge=4)
+    max_doc_tokens: int = Field(default=48, ge=8)
+    query_regularizer_weight: float = Field(
+        default=5e-5, ge=0, description="FLOPS weight on queries (Paria et al., 2020)."
+    )
+    document_regularizer_weight: float = Field(default=3e-5, ge=0)
+    max_examples: int = Field(default=20_000, ge=1, description="Cap per training run.")
+    seed: int = 42
+    device: str | None = Field(default=None, description="None: cuda when present, else cpu.")
+
+
+class GatePolicy(BaseModel):
+    """When a candidate may replace production (every decision is recorded)."""
+
+    min_gain: float = Field(default=0.005, description="Held-out nDCG@10 gain required.")
+    max_p_value: float = Field(default=0.05, gt=0, le=1)
+    max_guard_drop: float = Field(
+        default=0.01, ge=0, description="Largest nDCG@10 drop allowed on the labelled guard set."
+    )
+    min_heldout_queries: int = Field(default=30, ge=1)
+
+
+class RetrainSettings(BaseModel):
+    """The retraining job: data, schedule, gate and rollout."""
+
+    heldout_fraction: float = Field(
+        default=0.2, gt=0, lt=1, description="Share of normalised queries held out (by hash)."
+    )
+    min_new_pairs: int = Field(default=200, ge=1, description="Fewer: the run ends cleanly.")
+    hard_negatives_per_query: int = Field(default=3, ge=0)
+    bootstrap_dataset: str | None = Field(
+        default=None, description="Labelled set(s) mixed in against forgetting, comma-separated."
+    )
+    bootstrap_examples: int = Field(default=2000, ge=0)
+    guard_dataset: str | None = Field(default=None, description="Labelled guard set spec.")
+    guard_queries: int = Field(default=300, ge=1)
+    gate: GatePolicy = Field(default_factory=GatePolicy)
+    canary_fraction: float = Field(
+        default=0.1, ge=0, le=1, description="0 promotes a passing candidate straight away."
+    )
+    keep_versions: int = Field(default=5, ge=2, description="Older unused versions are deleted.")
+
+
 class Settings(BaseSettings):
     """The root of the settings tree."""
 
@@ -119,6 +169,8 @@ class Settings(BaseSettings):
     server: ServerSettings = Field(default_factory=ServerSettings)
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
+    train: TrainSettings = Field(default_factory=TrainSettings)
+    retrain: RetrainSettings = Field(default_factory=RetrainSettings)
 
     @cached_property
     def registry_dir(self) -> Path:

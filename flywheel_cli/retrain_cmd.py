@@ -1,0 +1,1 @@
+"""``flywheel train`` and ``flywheel retrain``."""
