@@ -1,21 +1,27 @@
-"""The FastAPI app factory with a lifespan that loads models and opens the event sink."""
+"""The FastAPI app factory with a lifespan that loads models, polls the registry for hot
+swaps and opens the event sink."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
+from starlette.datastructures import State
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from encoder_server.holder import ModelHolder
 from encoder_server.query_filters import parse_filters
-from encoder_server.routes import events, health, search
+from encoder_server.routes import admin, events, health, search
 from services.errors import FlywheelError, QueryError, RegistryError, SearchIndexError
 from services.events import EventSink
 from services.kafka.producer import KafkaEventSink
@@ -26,12 +32,16 @@ logger = logging.getLogger(__name__)
 
 
 def _error(
-    status: int, code: str, message: str, detail: list[dict[str, object]] | None = None
+    status: int,
+    code: str,
+    message: str,
+    detail: list[dict[str, object]] | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> JSONResponse:
     body: dict[str, object] = {"error": code, "message": message}
     if detail is not None:
         body["detail"] = detail
-    return JSONResponse(body, status_code=status)
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def _explain(error: Mapping[str, Any], limits: SearchSettings) -> str:
@@ -69,7 +79,34 @@ def _install_error_handlers(app: FastAPI, limits: SearchSettings) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return _error(exc.status_code, "http_error", str(exc.detail))
+        return _error(exc.status_code, "http_error", str(exc.detail), headers=exc.headers)
+
+
+class _PinRouting:
+    """ASGI middleware: every HTTP request holds a lease on the serving generation, so a hot
+    swap closes old models only after the requests that may use them have finished."""
+
+    def __init__(self, app: ASGIApp, state: State) -> None:
+        self.app = app
+        self.state = state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        holder: ModelHolder | None = getattr(self.state, "holder", None)
+        if scope["type"] != "http" or holder is None:
+            await self.app(scope, receive, send)
+            return
+        with holder.lease():
+            await self.app(scope, receive, send)
+
+
+async def _poll_registry(holder: ModelHolder, every_s: float) -> None:
+    """Refresh from the registry forever; loading runs in a thread so searches go on."""
+    while True:
+        await asyncio.sleep(every_s)
+        try:
+            await anyio.to_thread.run_sync(holder.refresh)
+        except Exception:  # keep polling whatever happens; the log has the details
+            logger.exception("registry poll failed")
 
 
 def create_app(settings: Settings | None = None, sink: EventSink | None = None) -> FastAPI:
@@ -87,9 +124,13 @@ def create_app(settings: Settings | None = None, sink: EventSink | None = None) 
             # Stay up and unready: an orchestrator restarts us or the registry fills later.
             holder.last_error = str(exc)
             logger.error("no model loaded: %s", exc)
+        poller = asyncio.create_task(_poll_registry(holder, settings.server.registry_poll_s))
         try:
             yield
         finally:
+            poller.cancel()  # waits for a load in progress: its thread is not abandoned
+            with contextlib.suppress(asyncio.CancelledError):
+                await poller
             holder.close()
             app.state.sink.close()
 
@@ -107,8 +148,10 @@ def create_app(settings: Settings | None = None, sink: EventSink | None = None) 
             allow_methods=["GET", "POST"],
             allow_headers=["*"],
         )
+    app.add_middleware(_PinRouting, state=app.state)
     _install_error_handlers(app, settings.search)
     app.include_router(search.build_router(settings.search))
     app.include_router(events.router)
     app.include_router(health.router)
+    app.include_router(admin.router)
     return app

@@ -60,7 +60,10 @@ def index(
     ] = None,
     model: Annotated[
         str | None,
-        typer.Option(help="Register this checkpoint as a new version first ('bundled', a path)."),
+        typer.Option(
+            help="A registered version (v3) to index with, or a checkpoint ('bundled', a path) "
+            "to register as a new version first."
+        ),
     ] = None,
 ) -> None:
     """Encode and index a catalog; on a new home, register the bundled model as v1 production."""
@@ -75,6 +78,8 @@ def index(
     try:
         products = load_catalog(catalog, id_column=id_column, text_columns=text_column)
         version = registry.pointers().production
+        if model in registry.versions():
+            version, model = model, None
         new = model is not None or version is None
         if new:
             card = register_pretrained(registry, model or settings.encoder.model, settings.encoder)
@@ -221,7 +226,7 @@ def models() -> None:
 
 def run() -> None:
     """Console-script entry point: register the commands that live in their own modules."""
-    from flywheel_cli import demo, retrain_cmd  # noqa: F401 - register their commands
+    from flywheel_cli import demo, models_cmd, retrain_cmd  # noqa: F401 - register commands
     from flywheel_cli.eval_cmd import eval_command
 
     app.command("eval")(eval_command)

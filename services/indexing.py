@@ -10,7 +10,7 @@ from services.index.base import ProductIndex
 from services.index.bm25 import Bm25Encoder
 from services.index.factory import create_index
 from services.products import Product
-from services.registry import ONNX_FILE, TOKENIZER_FILE, ModelRegistry
+from services.registry import ModelRegistry
 from services.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -30,15 +30,9 @@ def document_encoder(settings: Settings, registry: ModelRegistry, version: str) 
             max_query_tokens=card.max_query_tokens,
             max_doc_tokens=card.max_doc_tokens,
         )
-    from services.encoding.onnx_splade import OnnxSpladeEncoder
+    from services.encoding.versions import onnx_encoder
 
-    return OnnxSpladeEncoder(
-        registry.verified_file(version, ONNX_FILE),
-        registry.verified_file(version, TOKENIZER_FILE),
-        max_query_tokens=card.max_query_tokens,
-        max_doc_tokens=card.max_doc_tokens,
-        threads=settings.encoder.threads,
-    )
+    return onnx_encoder(registry, version, threads=settings.encoder.threads)
 
 
 def index_products(

@@ -54,6 +54,15 @@ MODEL_INFO = Gauge(
 MODEL_LOADS = Counter(
     "flywheel_model_loads_total", "Model versions loaded (or failed to load).", ["outcome"]
 )
+MODEL_SWAPS = Counter(
+    "flywheel_model_swaps_total",
+    "Hot swaps of the serving models after a registry change, by outcome (ok, failed).",
+    ["outcome"],
+)
+MODEL_RELEASES = Counter(
+    "flywheel_model_releases_total",
+    "Model versions closed after a swap, once no in-flight request could still use them.",
+)
 INDEX_POINTS = Gauge(
     "flywheel_index_points", "Products in the index of a loaded model version.", ["model_version"]
 )
@@ -114,5 +123,23 @@ OFFLINE_NDCG = Gauge(
     "flywheel_offline_ndcg_at_10",
     "Offline nDCG@10 of a model version on a labelled or held-out set.",
     ["model_version", "dataset"],
+)
+GATE_DECISIONS = Counter(
+    "flywheel_gate_decisions_total", "Gate decisions on candidate models.", ["outcome"]
+)
+RETRAIN_RUNS = Counter(
+    "flywheel_retrain_runs_total",
+    "Retraining runs by outcome (skipped, rejected, canary, production, failed).",
+    ["outcome"],
+)
+RETRAIN_SECONDS = Histogram(
+    "flywheel_retrain_duration_seconds",
+    "Time per retraining stage (data, mine, train, register, index, gate, total).",
+    ["stage"],
+    buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200),
+)
+RETRAIN_LAST_SUCCESS = Gauge(
+    "flywheel_retrain_last_success_timestamp_seconds",
+    "Unix time of the last retraining run that ended without error.",
 )
 BUILD_INFO = Info("flywheel_build", "Flywheel version.")

@@ -3,6 +3,7 @@
 Layout under ``$FLYWHEEL_HOME/registry``::
 
     pointers.json           {"production": "v3", "canary": "v4", "canary_fraction": 0.1, ...}
+    events.jsonl            one line per pointer change: time, action, from, to, actor
     models/v3/              weights, tokenizer, query_encoder.onnx, card.json
 
 A version becomes visible only by renaming a fully written staging folder into ``models/``, and
@@ -13,6 +14,8 @@ as it was.
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import getpass
 import hashlib
 import json
 import logging
@@ -34,6 +37,8 @@ CARD = "card.json"
 POINTERS = "pointers.json"
 ONNX_FILE = "query_encoder.onnx"
 TOKENIZER_FILE = "tokenizer.json"
+EVENTS = "events.jsonl"
+LOCK = ".lock"
 
 
 class ModelCard(BaseModel):
@@ -168,17 +173,31 @@ class ModelRegistry:
             return Pointers()
         return Pointers.model_validate_json(path.read_text("utf-8"))
 
-    def write_pointers(self, pointers: Pointers) -> Pointers:
-        """Replace the pointers atomically, after checking every named version exists."""
+    def write_pointers(
+        self, pointers: Pointers, *, action: str = "write", actor: str | None = None
+    ) -> Pointers:
+        """Replace the pointers atomically, after checking every named version exists, and
+        append the change to ``events.jsonl``."""
         for version in (pointers.production, pointers.canary):
             if version is not None:
                 self.path(version)
+        before = self.pointers()
         pointers = pointers.model_copy(update={"updated_at": datetime.now(UTC)})
         atomic_write_text(self.root / POINTERS, pointers.model_dump_json(indent=2))
+        self.record(action, before, pointers, actor=actor)
         return pointers
 
-    def set_production(self, version: str) -> Pointers:
+    def set_production(self, version: str, *, actor: str | None = None) -> Pointers:
         """Make ``version`` production, remembering the previous one for rollback."""
+        with self.locked():
+            return self._set_production(version, "set_production", actor)
+
+    def pointer_snapshot(self) -> str:
+        """A cheap fingerprint of the pointers file, for pollers."""
+        path = self.root / POINTERS
+        return json.dumps([path.stat().st_mtime_ns, path.stat().st_size]) if path.exists() else ""
+
+    def _set_production(self, version: str, action: str, actor: str | None) -> Pointers:
         current = self.pointers()
         history = list(current.history)
         if current.production and current.production != version:
@@ -192,13 +211,182 @@ class ModelRegistry:
                     "canary": canary,
                     "canary_fraction": current.canary_fraction if canary else 0.0,
                 }
-            )
+            ),
+            action=action,
+            actor=actor,
         )
 
-    def pointer_snapshot(self) -> str:
-        """A cheap fingerprint of the pointers file, for pollers."""
-        path = self.root / POINTERS
-        return json.dumps([path.stat().st_mtime_ns, path.stat().st_size]) if path.exists() else ""
+    # -- operations (each one read-modify-write under the lock, recorded in events.jsonl) ----
+    def set_canary(self, version: str, fraction: float, *, actor: str | None = None) -> Pointers:
+        """Route ``fraction`` of sessions (0 < fraction <= 1) to ``version``."""
+        if not 0.0 < fraction <= 1.0:
+            raise RegistryError(
+                f"Canary fraction {fraction} is outside (0, 1]; pass e.g. 0.1 for 10% of "
+                "sessions, or clear the canary (`flywheel canary --clear`) to stop it."
+            )
+        with self.locked():
+            current = self.pointers()
+            if version == current.production:
+                raise RegistryError(
+                    f"{version} is already production; a canary must be another version "
+                    f"(known: {', '.join(self.versions())})."
+                )
+            update = {"canary": version, "canary_fraction": fraction}
+            return self.write_pointers(
+                current.model_copy(update=update), action="canary", actor=actor
+            )
+
+    def clear_canary(self, *, actor: str | None = None) -> Pointers:
+        """Stop the canary: every session goes to production again."""
+        with self.locked():
+            current = self.pointers()
+            if current.canary is None:
+                return current
+            update = {"canary": None, "canary_fraction": 0.0}
+            return self.write_pointers(
+                current.model_copy(update=update), action="clear_canary", actor=actor
+            )
+
+    def promote(self, version: str | None = None, *, actor: str | None = None) -> Pointers:
+        """Make the canary (or ``version``) production; the old production goes to history."""
+        with self.locked():
+            current = self.pointers()
+            target = version or current.canary
+            if target is None:
+                raise RegistryError(
+                    "There is no canary to promote. Name a version instead "
+                    f"(`flywheel promote VERSION`; known: {', '.join(self.versions()) or 'none'})."
+                )
+            if target == current.production:
+                return current
+            return self._set_production(target, "promote", actor)
+
+    def rollback(self, *, actor: str | None = None) -> Pointers:
+        """Production := the last history entry (taken off the history); clears the canary."""
+        with self.locked():
+            current = self.pointers()
+            if not current.history:
+                raise RegistryError(
+                    f"Nothing to roll back to: production {current.production} has no earlier "
+                    "production in the history. Promote a version instead (`flywheel promote "
+                    "VERSION`)."
+                )
+            update = {
+                "production": current.history[-1],
+                "history": current.history[:-1],
+                "canary": None,
+                "canary_fraction": 0.0,
+            }
+            return self.write_pointers(
+                current.model_copy(update=update), action="rollback", actor=actor
+            )
+
+    def garbage_collect(
+        self,
+        keep: int,
+        index_dir: Path | None = None,
+        *,
+        dry_run: bool = False,
+        actor: str | None = None,
+    ) -> list[str]:
+        """Delete versions nobody needs; return them (oldest first).
+
+        A version is kept if it is production or canary, one of the ``keep`` newest versions,
+        or one of the last ``keep`` history entries (so ``keep`` rollbacks in a row work).
+        Everything else goes: its model folder and, with ``index_dir``, its Edge index at
+        ``index_dir/<version>``. History entries of deleted versions are dropped first, so the
+        pointers never name a missing version. A server that still has a deleted version
+        loaded (it polls the registry) keeps serving it from memory until it swaps.
+        """
+        if keep < 1:
+            raise RegistryError(f"keep={keep}: keep at least the newest version (keep >= 1).")
+        with self.locked():
+            current = self.pointers()
+            versions = self.versions()
+            kept = {current.production, current.canary, *versions[-keep:]}
+            kept.update(current.history[-keep:])
+            doomed = [v for v in versions if v not in kept]
+            if dry_run or not doomed:
+                return doomed
+            history = [v for v in current.history if v not in doomed]
+            if history != current.history:
+                self.write_pointers(
+                    current.model_copy(update={"history": history}), action="gc", actor=actor
+                )
+            for version in doomed:
+                self._delete(version, index_dir)
+            self.record("delete", current, current, actor=actor, deleted=doomed)
+        logger.info("garbage-collected %s (kept %s)", doomed, sorted(v for v in kept if v))
+        return doomed
+
+    def _delete(self, version: str, index_dir: Path | None) -> None:
+        # Renaming out of models/ makes the version vanish atomically; then free the space.
+        trash = self.staging_dir / f"deleted-{version}-{uuid.uuid4().hex[:8]}"
+        trash.parent.mkdir(parents=True, exist_ok=True)
+        (self.models_dir / version).rename(trash)
+        shutil.rmtree(trash, ignore_errors=True)
+        if index_dir is not None and (index_dir / version).exists():
+            shutil.rmtree(index_dir / version, ignore_errors=True)
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the registry's exclusive file lock (read-modify-write of the pointers, GC)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with (self.root / LOCK).open("a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    # -- the timeline -----------------------------------------------------------------------
+    def record(
+        self,
+        action: str,
+        before: Pointers,
+        after: Pointers,
+        *,
+        actor: str | None = None,
+        **detail: Any,
+    ) -> None:
+        """Append one line to ``events.jsonl``: time, action, from, to, actor (append-only)."""
+        line = {
+            "time": datetime.now(UTC).isoformat(),
+            "action": action,
+            "from": _serving(before),
+            "to": _serving(after),
+            "actor": actor or default_actor(),
+            **detail,
+        }
+        self.root.mkdir(parents=True, exist_ok=True)
+        # One write of one short line with O_APPEND: concurrent writers never interleave.
+        with (self.root / EVENTS).open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(line) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def events(self) -> list[dict[str, Any]]:
+        """Every recorded pointer change, oldest first."""
+        path = self.root / EVENTS
+        if not path.is_file():
+            return []
+        return [json.loads(line) for line in path.read_text("utf-8").splitlines() if line]
+
+
+def default_actor() -> str:
+    """Who changes the registry when the caller does not say: the OS user."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def _serving(pointers: Pointers) -> dict[str, Any]:
+    return {
+        "production": pointers.production,
+        "canary": pointers.canary,
+        "canary_fraction": pointers.canary_fraction,
+    }
 
 
 def _version_number(version: str) -> int:

@@ -10,6 +10,7 @@ import json
 import random
 from pathlib import Path
 
+from services.datasets.base import LabelledSet, Qrels
 from services.products import Product
 
 CATEGORIES: dict[str, list[str]] = {
@@ -165,3 +166,58 @@ def write_catalog_jsonl(products: list[Product], path: Path) -> Path:
         for p in products:
             handle.write(json.dumps({"id": p.id, **p.payload}) + "\n")
     return path
+
+
+def generate_labelled_set(products: list[Product]) -> LabelledSet:
+    """Queries with graded relevance over a generated catalog: one query per product type
+    ('cordless drill') and one per (attribute, type) pair that exists ('brass door hinge').
+
+    Grades: 2 = the type and the attribute match, 1 = the type matches, 0 = another product
+    type of the same category (judged irrelevant). Other products are unjudged.
+    """
+    by_type: dict[str, list[Product]] = {}
+    for p in products:
+        by_type.setdefault(str(p.payload["product_type"]), []).append(p)
+    category_of = {kind: cat for cat, kinds in CATEGORIES.items() for kind in kinds}
+    queries: dict[str, str] = {}
+    qrels: Qrels = {}
+
+    def add(text: str, kind: str, attribute: str | None) -> None:
+        qid = f"syn-{len(queries)}"
+        queries[qid] = text
+        judged: dict[str, int] = {}
+        for other in CATEGORIES[category_of[kind]]:
+            if other != kind:
+                for p in by_type.get(other, [])[:5]:
+                    judged[p.id] = 0
+        for p in by_type.get(kind, []):
+            judged[p.id] = 2 if attribute is None or attribute in p.text else 1
+        qrels[qid] = judged
+
+    for kind in sorted(by_type):
+        add(kind, kind, None)
+        for attribute in ATTRIBUTES:
+            if sum(attribute in p.text for p in by_type[kind]) >= 2:
+                add(f"{attribute} {kind}", kind, attribute)
+    return LabelledSet(
+        name="synthetic", products=products, queries=queries, qrels=qrels, max_grade=2
+    )
+
+
+def write_qrels_dataset(labelled: LabelledSet, folder: Path) -> Path:
+    """Write a labelled set in the generic layout `qrels:DIR` reads (corpus.jsonl, queries.tsv,
+    qrels.tsv in TREC format)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    write_catalog_jsonl(labelled.products, folder / "corpus.jsonl")
+    (folder / "queries.tsv").write_text(
+        "".join(f"{qid}\t{text}\n" for qid, text in labelled.queries.items()), encoding="utf-8"
+    )
+    (folder / "qrels.tsv").write_text(
+        "".join(
+            f"{qid} 0 {pid} {grade}\n"
+            for qid, judged in labelled.qrels.items()
+            for pid, grade in judged.items()
+        ),
+        encoding="utf-8",
+    )
+    return folder

@@ -49,6 +49,7 @@ def readyz(holder: HolderDep, sink: SinkDep) -> ReadyResponse | JSONResponse:
         models=models,
         canary_fraction=routing.canary_fraction,
         event_backlog=sink.backlog(),
+        reason=holder.last_error,
     )
 
 

@@ -4,9 +4,10 @@ derived tables (judgments, IPS weights, training pairs, online metrics) and Parq
 from feedback_ingest.store.derived import DerivedReport, refresh_derived
 from feedback_ingest.store.errors import StoreError, StoreLockedError, StoreSchemaError
 from feedback_ingest.store.rows import DeadLetter, Sourced
-from feedback_ingest.store.snapshot import latest_snapshot, read_manifest, write_snapshot
+from feedback_ingest.store.snapshot import write_snapshot
 from feedback_ingest.store.writer import BatchResult, EventStore
 from services.ingest_settings import ClickModelSettings, DerivedSettings, StoreSettings
+from services.snapshots import latest_snapshot, read_manifest
 
 __all__ = [
     "BatchResult",

@@ -21,6 +21,12 @@ import duckdb
 from feedback_ingest.store.derived import DerivedReport, rebuild_derived
 from feedback_ingest.store.migrations import schema_version
 from feedback_ingest.store.writer import EventStore
+from services.snapshots import (
+    LATEST,
+    MANIFEST,
+    PREFIX,
+    snapshot_folders,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -34,9 +40,6 @@ SNAPSHOT_TABLES = (
     "online_metrics",
     "online_metrics_by_arm",
 )
-LATEST = "latest"
-PREFIX = "snapshot-"
-MANIFEST = "manifest.json"
 
 
 def write_snapshot(
@@ -72,23 +75,6 @@ def write_snapshot(
     _prune(exports_dir, keep or store.settings.keep_snapshots, protect=name)
     logger.info("wrote snapshot %s (%s)", final, manifest["tables"])
     return final
-
-
-def latest_snapshot(exports_dir: Path) -> Path | None:
-    """The newest complete snapshot: the one ``latest`` names, else the newest with a manifest."""
-    pointer = exports_dir / LATEST
-    if pointer.is_file():
-        named = exports_dir / pointer.read_text(encoding="utf-8").strip()
-        if (named / MANIFEST).is_file():
-            return named
-    complete = [d for d in _snapshots(exports_dir) if (d / MANIFEST).is_file()]
-    return complete[-1] if complete else None
-
-
-def read_manifest(snapshot: Path) -> dict[str, Any]:
-    """The parsed ``manifest.json`` of a snapshot folder."""
-    data: dict[str, Any] = json.loads((snapshot / MANIFEST).read_text(encoding="utf-8"))
-    return data
 
 
 def _export(
@@ -152,12 +138,8 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def _snapshots(exports_dir: Path) -> list[Path]:
-    return sorted(d for d in exports_dir.glob(f"{PREFIX}*") if d.is_dir())
-
-
 def _prune(exports_dir: Path, keep: int, *, protect: str) -> None:
-    for old in _snapshots(exports_dir)[:-keep]:
+    for old in snapshot_folders(exports_dir)[:-keep]:
         if old.name != protect:
             shutil.rmtree(old, ignore_errors=True)
             logger.info("deleted old snapshot %s (keeping %d)", old, keep)

@@ -87,17 +87,9 @@ def resolve_version(registry: ModelRegistry, model: str, encoder: EncoderSetting
 
 def _query_encoder(settings: Settings, registry: ModelRegistry, version: str) -> SpladeEncoder:
     """The version's ONNX encoder: the serving path's query encoder."""
-    from services.encoding.onnx_splade import OnnxSpladeEncoder
-    from services.registry import ONNX_FILE, TOKENIZER_FILE
+    from services.encoding.versions import onnx_encoder
 
-    card = registry.card(version)
-    return OnnxSpladeEncoder(
-        registry.verified_file(version, ONNX_FILE),
-        registry.verified_file(version, TOKENIZER_FILE),
-        max_query_tokens=card.max_query_tokens,
-        max_doc_tokens=card.max_doc_tokens,
-        threads=settings.encoder.threads,
-    )
+    return onnx_encoder(registry, version, threads=settings.encoder.threads)
 
 
 def evaluate_dataset(

@@ -1,0 +1,216 @@
+"""Model administration: hot reload, promote, rollback, canary, and the registry's versions.
+
+State-changing endpoints edit the shared registry (so every replica follows within
+``registry_poll_s``) and then refresh this replica at once. They need
+``Authorization: Bearer <FLYWHEEL_SERVER__ADMIN_TOKEN>`` and are off while no token is set.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Security
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, Field
+
+from encoder_server.deps import HolderDep, SettingsDep
+from encoder_server.holder import ModelHolder
+from encoder_server.schemas import ErrorResponse, ModelStatus
+from services.errors import RegistryError
+from services.registry import Pointers
+
+logger = logging.getLogger(__name__)
+
+_bearer = HTTPBearer(auto_error=False, description="FLYWHEEL_SERVER__ADMIN_TOKEN")
+
+
+def require_admin(
+    settings: SettingsDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
+) -> None:
+    """Refuse unless admin endpoints are on and the bearer token matches."""
+    token = settings.server.admin_token
+    if token is None:
+        raise HTTPException(
+            403,
+            "Admin endpoints are off until FLYWHEEL_SERVER__ADMIN_TOKEN is set; set it and "
+            "restart, or use the CLI (`flywheel promote`, `flywheel rollback`) on the registry.",
+        )
+    given = credentials.credentials if credentials else ""
+    if not hmac.compare_digest(given.encode(), token.get_secret_value().encode()):
+        raise HTTPException(
+            401,
+            "Missing or wrong admin token; send "
+            "Authorization: Bearer <FLYWHEEL_SERVER__ADMIN_TOKEN>.",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+
+AdminDep = Annotated[None, Depends(require_admin)]
+
+
+class AdminState(BaseModel):
+    """The registry pointers and what this replica serves after the operation."""
+
+    pointers: Pointers
+    serving: list[ModelStatus]
+    open_versions: list[str] = Field(
+        description="Versions with an open index: serving, or draining in-flight requests."
+    )
+    last_error: str | None = Field(description="Why the last refresh failed, if it did.")
+
+
+class VersionSummary(BaseModel):
+    """One registered version, from its card."""
+
+    version: str
+    role: str = Field(description="production, canary, history (a rollback target) or ''.")
+    parent: str | None
+    source: str
+    created_at: datetime
+    metrics: dict[str, Any]
+    gate: dict[str, Any] | None
+
+
+class ModelsResponse(AdminState):
+    """Every registered version with its card summary, plus the pointers and serving state."""
+
+    versions: list[VersionSummary]
+
+
+STATE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorResponse, "description": "The registry refused the change."},
+    401: {"model": ErrorResponse, "description": "Missing or wrong admin token."},
+    403: {"model": ErrorResponse, "description": "Admin endpoints are off (no token set)."},
+    409: {
+        "model": ErrorResponse,
+        "description": "Registry changed; this replica could not load it.",
+    },
+}
+
+router = APIRouter(prefix="/admin", tags=["admin"])
+
+
+def _state(holder: ModelHolder) -> AdminState:
+    routing = holder.routing
+    serving = []
+    if routing is not None:
+        serving.append(
+            ModelStatus(
+                version=routing.production.version,
+                arm="production",
+                products=routing.production.products,
+            )
+        )
+        if routing.canary:
+            canary = routing.canary
+            serving.append(
+                ModelStatus(version=canary.version, arm="canary", products=canary.products)
+            )
+    return AdminState(
+        pointers=holder.registry.pointers(),
+        serving=serving,
+        open_versions=holder.open_versions(),
+        last_error=holder.last_error,
+    )
+
+
+def _apply(
+    holder: ModelHolder, change: Callable[[], object] | None = None
+) -> AdminState | JSONResponse:
+    """Change the registry, refresh this replica now, and report what it serves."""
+    if change is not None:
+        try:
+            change()
+        except RegistryError as exc:
+            return JSONResponse({"error": "bad_request", "message": str(exc)}, status_code=400)
+    holder.refresh(force=True)
+    state = _state(holder)
+    pointers = state.pointers
+    wanted = [(pointers.production, "production")]
+    if pointers.canary:
+        wanted.append((pointers.canary, "canary"))
+    if [(m.version, m.arm) for m in state.serving] != wanted:
+        message = holder.last_error or "this replica does not serve what the registry names"
+        return JSONResponse({"error": "load_failed", "message": message}, status_code=409)
+    return state
+
+
+def _actor(request: Request) -> str:
+    return f"admin-api:{request.client.host if request.client else 'unknown'}"
+
+
+@router.post("/reload", response_model=AdminState, responses=STATE_RESPONSES)
+def reload(_: AdminDep, holder: HolderDep) -> AdminState | JSONResponse:
+    """Load what the registry names now, instead of waiting for the next poll."""
+    return _apply(holder)
+
+
+@router.post("/promote", response_model=AdminState, responses=STATE_RESPONSES)
+def promote(
+    _: AdminDep,
+    request: Request,
+    holder: HolderDep,
+    version: Annotated[
+        str | None, Query(description="Version to promote; default: the canary.")
+    ] = None,
+) -> AdminState | JSONResponse:
+    """Make the canary (or the given version) production; the old one becomes a rollback target."""
+    return _apply(holder, lambda: holder.registry.promote(version, actor=_actor(request)))
+
+
+@router.post("/rollback", response_model=AdminState, responses=STATE_RESPONSES)
+def rollback(_: AdminDep, request: Request, holder: HolderDep) -> AdminState | JSONResponse:
+    """Serve the previous production again and stop any canary."""
+    return _apply(holder, lambda: holder.registry.rollback(actor=_actor(request)))
+
+
+@router.post("/canary", response_model=AdminState, responses=STATE_RESPONSES)
+def canary(
+    _: AdminDep,
+    request: Request,
+    holder: HolderDep,
+    version: Annotated[str, Query(description="Version to serve to the canary sessions.")],
+    fraction: Annotated[float, Query(gt=0, le=1, description="Share of sessions, by hash.")],
+) -> AdminState | JSONResponse:
+    """Route a fraction of sessions (stable per session_id) to a canary version."""
+    return _apply(
+        holder, lambda: holder.registry.set_canary(version, fraction, actor=_actor(request))
+    )
+
+
+@router.delete("/canary", response_model=AdminState, responses=STATE_RESPONSES)
+def clear_canary(_: AdminDep, request: Request, holder: HolderDep) -> AdminState | JSONResponse:
+    """Stop the canary: every session goes to production."""
+    return _apply(holder, lambda: holder.registry.clear_canary(actor=_actor(request)))
+
+
+@router.get("/models", response_model=ModelsResponse)
+def models(holder: HolderDep) -> ModelsResponse:
+    """Registered versions with their card summaries, the pointers and what serves."""
+    state = _state(holder)
+    pointers = state.pointers
+    roles = dict.fromkeys(pointers.history, "history")
+    for version, role in ((pointers.production, "production"), (pointers.canary, "canary")):
+        if version is not None:
+            roles[version] = role
+    versions = []
+    for version in holder.registry.versions():
+        card = holder.registry.card(version)
+        versions.append(
+            VersionSummary(
+                version=version,
+                role=roles.get(version, ""),
+                parent=card.parent,
+                source=card.source,
+                created_at=card.created_at,
+                metrics=card.metrics,
+                gate=card.gate,
+            )
+        )
+    return ModelsResponse(**state.model_dump(), versions=versions)

@@ -1,0 +1,155 @@
+"""Registry operations: canary, promote, rollback, garbage collection, the events timeline."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from services.errors import RegistryError
+from services.registry import ModelRegistry
+from tests.services.test_registry import publish_dummy
+
+
+def registry_with(tmp_path: Path, n: int) -> ModelRegistry:
+    registry = ModelRegistry(tmp_path / "registry")
+    for _ in range(n):
+        publish_dummy(registry)
+    return registry
+
+
+def test_canary_then_promote_keeps_history(tmp_path: Path) -> None:
+    registry = registry_with(tmp_path, 3)
+    registry.set_production("v1", actor="test")
+    pointers = registry.set_canary("v2", 0.25, actor="test")
+    assert (pointers.production, pointers.canary, pointers.canary_fraction) == ("v1", "v2", 0.25)
+    pointers = registry.promote(actor="test")
+    assert (pointers.production, pointers.canary, pointers.canary_fraction) == ("v2", None, 0.0)
+    assert pointers.history == ["v1"]
+    pointers = registry.promote("v3", actor="test")
+    assert pointers.production == "v3" and pointers.history == ["v1", "v2"]
+    assert registry.promote("v3") == registry.pointers()  # already production: a no-op
+
+
+def test_canary_is_validated(tmp_path: Path) -> None:
+    registry = registry_with(tmp_path, 2)
+    registry.set_production("v1")
+    with pytest.raises(RegistryError, match="already production"):
+        registry.set_canary("v1", 0.1)
+    with pytest.raises(RegistryError, match=r"outside \(0, 1\]"):
+        registry.set_canary("v2", 0.0)
+    with pytest.raises(RegistryError, match="not in the registry"):
+        registry.set_canary("v9", 0.1)
+    with pytest.raises(RegistryError, match="no canary to promote"):
+        registry.promote()
+    registry.set_canary("v2", 1.0)
+    assert registry.clear_canary().canary is None
+    assert registry.pointers().canary_fraction == 0.0
+
+
+def test_rollback_walks_back_through_history(tmp_path: Path) -> None:
+    registry = registry_with(tmp_path, 3)
+    registry.set_production("v1")
+    registry.promote("v2")
+    registry.promote("v3")
+    registry.set_canary("v1", 0.1)
+    pointers = registry.rollback()
+    assert (pointers.production, pointers.canary, pointers.history) == ("v2", None, ["v1"])
+    pointers = registry.rollback()
+    assert (pointers.production, pointers.history) == ("v1", [])
+    with pytest.raises(RegistryError, match="Nothing to roll back to"):
+        registry.rollback()
+
+
+def test_every_pointer_change_is_a_line_in_events_jsonl(tmp_path: Path) -> None:
+    registry = registry_with(tmp_path, 2)
+    registry.set_production("v1", actor="alice")
+    registry.set_canary("v2", 0.5, actor="bob")
+    registry.promote(actor="carol")
+    registry.rollback(actor="dave")
+    lines = (registry.root / "events.jsonl").read_text().splitlines()
+    events = [json.loads(line) for line in lines]
+    assert events == registry.events()
+    assert [(e["action"], e["actor"]) for e in events] == [
+        ("set_production", "alice"),
+        ("canary", "bob"),
+        ("promote", "carol"),
+        ("rollback", "dave"),
+    ]
+    assert events[0]["from"]["production"] is None and events[0]["to"]["production"] == "v1"
+    assert events[1]["to"] == {"production": "v1", "canary": "v2", "canary_fraction": 0.5}
+    assert events[2]["from"]["canary"] == "v2" and events[2]["to"]["production"] == "v2"
+    assert events[3]["to"]["production"] == "v1"
+    assert all(e["time"].endswith("+00:00") for e in events)
+
+
+def with_indexes(registry: ModelRegistry, index_dir: Path) -> Path:
+    for v in registry.versions():
+        (index_dir / v / "segments").mkdir(parents=True)
+    return index_dir
+
+
+def test_gc_keeps_serving_newest_and_rollback_targets(tmp_path: Path) -> None:
+    registry = registry_with(tmp_path, 8)
+    index_dir = with_indexes(registry, tmp_path / "index")
+    for v in ["v1", "v2", "v3"]:
+        registry.promote(v)  # history v1, v2; production v3
+    registry.set_canary("v4", 0.1)
+    # keep=2: production v3, canary v4, newest v7 v8, last two history entries v1 v2.
+    assert registry.garbage_collect(2, index_dir, dry_run=True) == ["v5", "v6"]
+    assert len(registry.versions()) == 8
+    assert registry.garbage_collect(2, index_dir) == ["v5", "v6"]
+    assert registry.versions() == ["v1", "v2", "v3", "v4", "v7", "v8"]
+    assert sorted(p.name for p in index_dir.iterdir()) == registry.versions()
+    assert registry.pointers().history == ["v1", "v2"]
+    assert registry.garbage_collect(2, index_dir) == []
+
+
+def test_gc_trims_history_so_rollback_stays_valid(tmp_path: Path) -> None:
+    registry = registry_with(tmp_path, 7)
+    index_dir = with_indexes(registry, tmp_path / "index")
+    for v in ["v1", "v2", "v3", "v4"]:
+        registry.promote(v)  # history v1, v2, v3; production v4
+    registry.set_canary("v5", 0.1)
+    deleted = registry.garbage_collect(1, index_dir, actor="gc-test")
+    # keep=1: production v4, canary v5, newest v7, the last history entry v3.
+    assert deleted == ["v1", "v2", "v6"]
+    assert registry.versions() == ["v3", "v4", "v5", "v7"]
+    assert sorted(p.name for p in index_dir.iterdir()) == ["v3", "v4", "v5", "v7"]
+    assert registry.pointers().history == ["v3"]
+    assert not list(registry.staging_dir.iterdir())
+    gc_events = [e for e in registry.events() if e["actor"] == "gc-test"]
+    assert [e["action"] for e in gc_events] == ["gc", "delete"]
+    assert gc_events[-1]["deleted"] == ["v1", "v2", "v6"]
+    assert registry.rollback().production == "v3"
+    # After the rollback v4 and v5 serve no more and are neither newest nor rollback targets.
+    assert registry.garbage_collect(1, index_dir) == ["v4", "v5"]
+    with pytest.raises(RegistryError, match="keep at least"):
+        registry.garbage_collect(0)
+
+
+def test_cli_commands_edit_the_registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import flywheel_cli.models_cmd  # noqa: F401 - registers the commands
+    from flywheel_cli.main import app
+
+    registry = registry_with(tmp_path, 3)
+    registry.set_production("v1")
+    monkeypatch.setenv("FLYWHEEL_HOME", str(tmp_path))
+    runner = CliRunner()
+    result = runner.invoke(app, ["canary", "v2", "--fraction", "0.2"])
+    assert result.exit_code == 0, result.output
+    assert registry.pointers().canary == "v2"
+    assert runner.invoke(app, ["promote"]).exit_code == 0
+    assert registry.pointers().production == "v2"
+    assert runner.invoke(app, ["rollback"]).exit_code == 0
+    assert registry.pointers().production == "v1"
+    failed = runner.invoke(app, ["rollback"])
+    assert failed.exit_code == 2 and "Nothing to roll back to" in failed.output
+    assert "would delete: v2" in runner.invoke(app, ["gc", "--keep", "1", "--dry-run"]).output
+    result = runner.invoke(app, ["gc", "--keep", "1"])
+    assert result.exit_code == 0, result.output
+    assert "deleted: v2" in result.output
+    assert registry.versions() == ["v1", "v3"]
+    assert all(e["actor"].startswith("cli:") for e in registry.events()[1:])
