@@ -1,1 +1,150 @@
-"""``flywheel train`` and ``flywheel retrain``."""
+"""``flywheel train`` (bootstrap from labelled data) and ``flywheel retrain`` (from feedback)."""
+
+from __future__ import annotations
+
+import logging
+import re
+import signal
+import tempfile
+import threading
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from flywheel_cli.main import app, console, fail, progress_bar
+from services.errors import ConfigError, FlywheelError
+from services.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> float:
+    """'90s', '15m', '6h', '1d' → seconds."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd])\s*", text)
+    if not match:
+        raise ConfigError(f"cannot read duration {text!r}; use e.g. 90s, 15m, 6h or 1d.")
+    return float(match[1]) * _UNITS[match[2]]
+
+
+@app.command()
+def train(
+    dataset: Annotated[
+        str, typer.Option(help="Labelled set(s), e.g. homedepot:PATH; comma-separated.")
+    ],
+    base: Annotated[str | None, typer.Option(help="Version or checkpoint to start from.")] = None,
+    examples: Annotated[
+        int | None, typer.Option(help="Training triples (default from settings).")
+    ] = None,
+) -> None:
+    """Fine-tune SPLADE on labelled data alone and register it as a new version (not promoted)."""
+    from retrainer.bootstrap import labelled_examples
+    from retrainer.data import is_heldout
+    from retrainer.training import train_splade
+    from services.datasets.loader import load_dataset
+    from services.encoding.bundled import resolve_model
+    from services.encoding.package import register_model
+    from services.encoding.torch_splade import load_mlm
+    from services.registry import ModelRegistry
+
+    settings = Settings()
+    registry = ModelRegistry(settings.registry_dir)
+    try:
+        parent = base or registry.pointers().production
+        source = (
+            str(registry.path(parent))
+            if parent in registry.versions()
+            else resolve_model(parent or "bundled")
+        )
+        sets = [load_dataset(spec.strip()) for spec in dataset.split(",") if spec.strip()]
+        heldout = {
+            q
+            for ls in sets
+            for q in ls.queries.values()
+            if is_heldout(q, settings.retrain.heldout_fraction)
+        }
+        triples = labelled_examples(
+            sets,
+            max_examples=examples or settings.train.max_examples,
+            seed=settings.train.seed,
+            exclude_queries=heldout,
+        )
+        settings.home.mkdir(parents=True, exist_ok=True)
+        with progress_bar() as bar, tempfile.TemporaryDirectory(dir=settings.home) as tmp:
+            out = Path(tmp) / "model"
+            task = bar.add_task(f"training on {len(triples)} triples", total=None)
+            result = train_splade(
+                source,
+                triples,
+                out,
+                settings.train,
+                progress=lambda step, total: bar.update(task, completed=step, total=total),
+            )
+            model, tokenizer = load_mlm(str(out))
+            card = register_model(
+                registry,
+                model,
+                tokenizer,
+                source=f"train:{dataset}",
+                encoder=settings.encoder,
+                parent=parent if parent in registry.versions() else None,
+                training={
+                    "dataset": dataset,
+                    "examples": len(triples),
+                    "heldout_fraction": settings.retrain.heldout_fraction,
+                    "hyperparameters": settings.train.model_dump(),
+                    "result": {
+                        "device": result.device,
+                        "steps": result.steps,
+                        "seconds": round(result.seconds, 1),
+                    },
+                },
+            )
+    except FlywheelError as exc:
+        raise fail(exc) from exc
+    console.print(
+        f"registered [bold]{card.version}[/bold] ({result.examples_per_second:.1f} triples/s on "
+        f"{result.device}). Evaluate: `flywheel eval --dataset {dataset} --model {card.version}`; "
+        f"index and serve it: `flywheel index --catalog FILE --model {card.version}`."
+    )
+
+
+@app.command()
+def retrain(
+    every: Annotated[
+        str | None, typer.Option(help="Run forever at this interval (e.g. 6h); default: once.")
+    ] = None,
+    metrics_port: Annotated[
+        int, typer.Option(help="Serve Prometheus metrics here while running --every (0: off).")
+    ] = 0,
+) -> None:
+    """Fine-tune on the latest feedback snapshot, gate it, and publish it as canary/production."""
+    from retrainer.pipeline import run_retrain
+
+    settings = Settings()
+    try:
+        interval = parse_duration(every) if every else None
+    except FlywheelError as exc:
+        raise fail(exc) from exc
+    stop = threading.Event()
+    if interval is not None:
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        if metrics_port:
+            from prometheus_client import start_http_server
+
+            start_http_server(metrics_port)
+    while True:
+        try:
+            outcome = run_retrain(settings, stage=lambda name: console.print(f"· {name}"))
+            colour = {"skipped": "yellow", "rejected": "red"}.get(outcome.status, "green")
+            console.print(f"[{colour}]{outcome.status}[/{colour}]: {outcome.message}")
+            if outcome.report:
+                console.print(f"report: {outcome.report}")
+        except FlywheelError as exc:
+            if interval is None:
+                raise fail(exc) from exc
+            logger.error("retrain failed: %s", exc)
+        if interval is None or stop.wait(interval):
+            return

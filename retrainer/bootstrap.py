@@ -1,0 +1,128 @@
+"""Training triples from labelled relevance sets (Home Depot, ESCI, WANDS, qrels).
+
+Mixed into every retraining run against catastrophic forgetting, and usable alone to train a
+first model before any shopper feedback exists. Each triple pairs a query with a highly graded
+product and a low-graded product *of the same query*: a judged hard negative, which teaches
+more than a random one (the in-batch negatives of multiple-negatives ranking, Henderson et al.,
+2017, supply the random ones).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from collections.abc import Sequence, Set
+
+from retrainer.training import TrainingExample
+from services.datasets.base import LabelledSet
+from services.datasets.protocol import normalise_query
+from services.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+POSITIVE_SHARE = 0.8
+"""Default positives: grade >= ceil(0.8 * max_grade) (Home Depot: >= 5, relevance >= 2.67)."""
+NEGATIVE_SHARE = 0.34
+"""Default negatives: grade <= floor(0.34 * max_grade) (Home Depot: <= 2, relevance <= 1.67)."""
+
+
+def grade_cutoffs(
+    ls: LabelledSet, pos_min_grade: int | None = None, neg_max_grade: int | None = None
+) -> tuple[int, int]:
+    """(lowest positive grade, highest negative grade) for ``ls``; explicit values win."""
+    pos = pos_min_grade if pos_min_grade is not None else math.ceil(POSITIVE_SHARE * ls.max_grade)
+    neg = neg_max_grade if neg_max_grade is not None else math.floor(NEGATIVE_SHARE * ls.max_grade)
+    if not neg < pos <= ls.max_grade:
+        raise ConfigError(
+            f"{ls.name}: positives need grade >= {pos} and negatives <= {neg} on a "
+            f"0..{ls.max_grade} scale; choose neg_max_grade < pos_min_grade <= max_grade."
+        )
+    return pos, neg
+
+
+def candidate_triples(
+    ls: LabelledSet,
+    rng: random.Random,
+    *,
+    exclude: Set[str] = frozenset(),
+    pos_min_grade: int | None = None,
+    neg_max_grade: int | None = None,
+) -> list[TrainingExample]:
+    """Every positive judgment of ``ls`` paired with one random negative of the same query.
+
+    Texts are the products' ``text`` (the title in every adapter); queries are normalised.
+    A query with no judged negative is skipped: pairing it with a random product would add
+    unjudged, possibly relevant, negatives, and in-batch negatives already play that part.
+    Queries whose normalised text is in ``exclude`` (held-out or guard queries) are skipped.
+    """
+    pos_min, neg_max = grade_cutoffs(ls, pos_min_grade, neg_max_grade)
+    texts = {p.id: p.text for p in ls.products if p.text}
+    out: list[TrainingExample] = []
+    no_negative = 0
+    for qid in sorted(ls.qrels):
+        query = normalise_query(ls.queries.get(qid, ""))
+        if not query or query in exclude:
+            continue
+        judged = sorted((pid, g) for pid, g in ls.qrels[qid].items() if pid in texts)
+        positives = [pid for pid, g in judged if g >= pos_min]
+        negatives = [pid for pid, g in judged if g <= neg_max]
+        if positives and not negatives:
+            no_negative += 1
+        if not negatives:
+            continue
+        out.extend(
+            TrainingExample(query, texts[p], texts[rng.choice(negatives)]) for p in positives
+        )
+    logger.info(
+        "%s: %d triples (grades >= %d vs <= %d); %d queries with positives but no judged "
+        "negative skipped",
+        ls.name,
+        len(out),
+        pos_min,
+        neg_max,
+        no_negative,
+    )
+    return out
+
+
+def _even_shares(sizes: Sequence[int], total: int) -> list[int]:
+    """Split ``total`` as evenly as ``sizes`` allow: smallest first, each takes at most its
+    fair share of what is left, so what a small set cannot fill goes to the larger ones."""
+    shares, left = [0] * len(sizes), total
+    order = sorted(range(len(sizes)), key=lambda i: sizes[i])
+    for rank, i in enumerate(order):
+        shares[i] = min(sizes[i], -(-left // (len(order) - rank)))
+        left -= shares[i]
+    return shares
+
+
+def labelled_examples(
+    sets: LabelledSet | Sequence[LabelledSet],
+    *,
+    max_examples: int,
+    seed: int,
+    exclude_queries: Set[str] = frozenset(),
+    pos_min_grade: int | None = None,
+    neg_max_grade: int | None = None,
+) -> list[TrainingExample]:
+    """Up to ``max_examples`` (query, positive, negative) triples from one or several sets.
+
+    Several sets are mixed evenly: each gets an equal share, and a set with too few triples
+    leaves the rest to the others. Within a set the triples are a uniform sample without
+    replacement; the result is shuffled. The same inputs and ``seed`` give the same list.
+    Grade cut-offs default per set from its ``max_grade`` (see :func:`grade_cutoffs`).
+    """
+    group = [sets] if isinstance(sets, LabelledSet) else list(sets)
+    rng = random.Random(seed)
+    exclude = {normalise_query(q) for q in exclude_queries}
+    pools = [
+        candidate_triples(
+            ls, rng, exclude=exclude, pos_min_grade=pos_min_grade, neg_max_grade=neg_max_grade
+        )
+        for ls in group
+    ]
+    shares = _even_shares([len(p) for p in pools], max(0, max_examples))
+    out = [ex for pool, n in zip(pools, shares, strict=True) for ex in rng.sample(pool, n)]
+    rng.shuffle(out)
+    return out

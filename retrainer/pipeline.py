@@ -1,0 +1,289 @@
+"""One retraining run: snapshot → pairs → fine-tune → register → index → gate → publish.
+
+A crash at any step leaves the registry valid and production untouched: the candidate
+becomes a version only once fully written (staging + rename), its index is private until a
+pointer names it, and pointers change last, atomically.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Literal
+
+from retrainer.data import FeedbackData, load_feedback
+from retrainer.gate import GateDecision, compare, decide
+from retrainer.guard import guard_report
+from retrainer.negatives import mine_hard_negatives
+from retrainer.report import write_report
+from retrainer.scratch import readable_index
+from retrainer.training import TrainingExample, train_splade
+from services.catalog_store import load_products
+from services.encoding.base import SpladeEncoder
+from services.encoding.package import register_model
+from services.encoding.torch_splade import load_mlm
+from services.encoding.versions import onnx_encoder
+from services.errors import FlywheelError, RegistryError
+from services.evaluation.report import EvalReport
+from services.index.base import ProductIndex
+from services.indexing import index_products
+from services.metrics import (
+    GATE_DECISIONS,
+    OFFLINE_NDCG,
+    RETRAIN_LAST_SUCCESS,
+    RETRAIN_RUNS,
+    RETRAIN_SECONDS,
+)
+from services.registry import CARD, ModelRegistry, atomic_write_text
+from services.settings import Settings
+from services.snapshots import latest_snapshot
+
+logger = logging.getLogger(__name__)
+
+Stage = Callable[[str], None]
+Status = Literal["skipped", "rejected", "canary", "production"]
+
+
+@dataclass(frozen=True, slots=True)
+class RetrainOutcome:
+    """How a run ended."""
+
+    status: Status
+    message: str
+    candidate: str | None = None
+    decision: GateDecision | None = None
+    report: Path | None = None
+
+
+@contextmanager
+def exclusive_run(registry: ModelRegistry) -> Iterator[None]:
+    """One retrainer at a time per registry (the CronJob also says concurrencyPolicy: Forbid)."""
+    registry.root.mkdir(parents=True, exist_ok=True)
+    with (registry.root / ".retrain.lock").open("w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RegistryError(
+                f"another retrainer is running on {registry.root}; wait for it to finish."
+            ) from None
+        # Staging folders left by a killed run are invisible; remove them now that we own it.
+        shutil.rmtree(registry.staging_dir, ignore_errors=True)
+        yield
+
+
+def _since(registry: ModelRegistry, version: str) -> datetime | None:
+    last = registry.card(version).training.get("data_window", {}).get("last")
+    return datetime.fromisoformat(last) if last and last != "None" else None
+
+
+def _examples(
+    settings: Settings, data: FeedbackData, mined: list[TrainingExample]
+) -> list[TrainingExample]:
+    examples = data.examples + mined
+    spec = settings.retrain.bootstrap_dataset
+    if spec and settings.retrain.bootstrap_examples:
+        from retrainer.bootstrap import labelled_examples
+        from services.datasets.loader import load_dataset
+
+        labelled = [load_dataset(s.strip()) for s in spec.split(",") if s.strip()]
+        examples += labelled_examples(
+            labelled,
+            max_examples=settings.retrain.bootstrap_examples,
+            seed=settings.train.seed,
+            exclude_queries=set(data.heldout_queries.values()),
+        )
+    return examples
+
+
+def run_retrain(settings: Settings, *, stage: Stage | None = None) -> RetrainOutcome:
+    """Retrain once; returns why it stopped, or the gate's decision and the rollout taken."""
+    registry = ModelRegistry(settings.registry_dir)
+    started = time.perf_counter()
+    try:
+        with exclusive_run(registry):
+            outcome = _run(settings, registry, stage or (lambda _s: None))
+    except FlywheelError:
+        RETRAIN_RUNS.labels(outcome="failed").inc()
+        raise
+    RETRAIN_RUNS.labels(outcome=outcome.status).inc()
+    RETRAIN_LAST_SUCCESS.set_to_current_time()
+    RETRAIN_SECONDS.labels(stage="total").observe(time.perf_counter() - started)
+    logger.info("retrain %s: %s", outcome.status, outcome.message)
+    return outcome
+
+
+@contextmanager
+def _timed(name: str, stage: Stage) -> Iterator[None]:
+    """Announce a stage and record its duration."""
+    stage(name)
+    started = time.perf_counter()
+    yield
+    RETRAIN_SECONDS.labels(stage=name).observe(time.perf_counter() - started)
+
+
+def _run(settings: Settings, registry: ModelRegistry, stage: Stage) -> RetrainOutcome:
+    cfg = settings.retrain
+    parent = registry.pointers().production
+    if parent is None:
+        raise RegistryError("No production model yet; run `flywheel index --catalog FILE` first.")
+    snapshot = latest_snapshot(settings.home / "exports")
+    if snapshot is None:
+        return RetrainOutcome(
+            "skipped",
+            "no snapshot yet: run `flywheel ingest` (it snapshots "
+            "on an interval) or `flywheel snapshot`",
+        )
+    products = load_products(settings.home)
+    texts = {p.id: p.text for p in products}
+    with _timed("data", stage):
+        data = load_feedback(
+            snapshot, texts, heldout_fraction=cfg.heldout_fraction, since=_since(registry, parent)
+        )
+    if data.new_pairs < cfg.min_new_pairs:
+        return RetrainOutcome(
+            "skipped",
+            f"only {data.new_pairs} new training pairs since {parent} (minimum "
+            f"{cfg.min_new_pairs}); production {parent} stays",
+        )
+    settings.reports_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="retrain-", dir=settings.home) as tmp:
+        scratch = Path(tmp)
+        production = onnx_encoder(registry, parent, threads=settings.encoder.threads)
+        prod_index = readable_index(settings, parent, scratch)
+        try:
+            with _timed("mine", stage):
+                mined = mine_hard_negatives(
+                    prod_index,
+                    production,
+                    data.train_queries,
+                    texts,
+                    per_query=cfg.hard_negatives_per_query,
+                )
+            examples = _examples(settings, data, mined)
+            with _timed("train", stage):
+                result = train_splade(
+                    registry.path(parent), examples, scratch / "model", settings.train
+                )
+            with _timed("register", stage):
+                model, tokenizer = load_mlm(str(scratch / "model"))
+                card = register_model(
+                    registry,
+                    model,
+                    tokenizer,
+                    source=f"retrain:{data.snapshot}",
+                    encoder=settings.encoder,
+                    parent=parent,
+                    training={
+                        "snapshot": data.snapshot,
+                        "data_window": data.window,
+                        "pairs": {
+                            "feedback": len(data.examples),
+                            "new": data.new_pairs,
+                            "hard_negatives": len(mined),
+                            "bootstrap": len(examples) - len(data.examples) - len(mined),
+                        },
+                        "heldout_queries": len(data.heldout_qrels),
+                        "hyperparameters": settings.train.model_dump(),
+                        "result": {
+                            "device": result.device,
+                            "steps": result.steps,
+                            "seconds": round(result.seconds, 1),
+                            "final_loss": result.final_loss,
+                        },
+                    },
+                )
+            candidate = onnx_encoder(registry, card.version, threads=settings.encoder.threads)
+            with _timed("index", stage):
+                cand_index = index_products(settings, card.version, products)
+            try:
+                with _timed("gate", stage):
+                    decision, heldout = _gate(
+                        settings,
+                        data,
+                        scratch,
+                        (parent, production, prod_index),
+                        (card.version, candidate, cand_index),
+                    )
+            finally:
+                cand_index.close()
+        finally:
+            prod_index.close()
+    return _publish(settings, registry, decision, heldout)
+
+
+def _gate(
+    settings: Settings,
+    data: FeedbackData,
+    scratch: Path,
+    production: tuple[str, SpladeEncoder, ProductIndex],
+    candidate: tuple[str, SpladeEncoder, ProductIndex],
+) -> tuple[GateDecision, EvalReport | None]:
+    policy = settings.retrain.gate
+    if not data.heldout_qrels:
+        heldout = None
+    else:
+        heldout = compare(
+            data.heldout_qrels,
+            data.heldout_queries,
+            production[1:],
+            candidate[1:],
+            dataset=f"heldout:{data.snapshot}",
+        )
+    guard = None
+    if settings.retrain.guard_dataset:
+        guard = guard_report(
+            settings,
+            settings.retrain.guard_dataset,
+            scratch,
+            (production[0], production[1]),
+            (candidate[0], candidate[1]),
+        )
+    decision = decide(heldout, guard, policy, production=production[0], candidate=candidate[0])
+    return decision, heldout
+
+
+def _publish(
+    settings: Settings,
+    registry: ModelRegistry,
+    decision: GateDecision,
+    heldout: EvalReport | None,
+) -> RetrainOutcome:
+    """Record the decision in the card, the report and metrics; then move pointers."""
+    version = decision.candidate
+    card = registry.card(version)
+    metrics = {
+        "heldout_ndcg_at_10": decision.heldout.get("candidate"),
+        "guard_ndcg_at_10": (decision.guard or {}).get("candidate"),
+    }
+    updated = card.model_copy(
+        update={"gate": decision.model_dump(mode="json"), "metrics": {**card.metrics, **metrics}}
+    )
+    atomic_write_text(registry.path(version) / CARD, updated.model_dump_json(indent=2))
+    report = write_report(decision, settings.reports_dir)
+    GATE_DECISIONS.labels(outcome="passed" if decision.passed else "rejected").inc()
+    for name, means in (("heldout", decision.heldout), ("guard", decision.guard or {})):
+        for role, value in means.items():
+            model = decision.production if role == "production" else version
+            OFFLINE_NDCG.labels(model_version=model, dataset=name).set(value)
+    if not decision.passed:
+        return RetrainOutcome("rejected", "; ".join(decision.reasons), version, decision, report)
+    fraction = settings.retrain.canary_fraction
+    if fraction > 0:
+        registry.set_canary(version, fraction, actor="retrainer")
+        return RetrainOutcome(
+            "canary",
+            f"{version} serves {fraction:.0%} of sessions as canary",
+            version,
+            decision,
+            report,
+        )
+    registry.set_production(version, actor="retrainer")
+    return RetrainOutcome("production", f"{version} is production", version, decision, report)
