@@ -54,6 +54,7 @@ def candidate_triples(
     Texts are the products' ``text`` (the title in every adapter); queries are normalised.
     A query with no judged negative is skipped: pairing it with a random product would add
     unjudged, possibly relevant, negatives, and in-batch negatives already play that part.
+    A negative whose text equals the positive's (another id, same title) is never chosen.
     Queries whose normalised text is in ``exclude`` (held-out or guard queries) are skipped.
     """
     pos_min, neg_max = grade_cutoffs(ls, pos_min_grade, neg_max_grade)
@@ -71,9 +72,10 @@ def candidate_triples(
             no_negative += 1
         if not negatives:
             continue
-        out.extend(
-            TrainingExample(query, texts[p], texts[rng.choice(negatives)]) for p in positives
-        )
+        for pos in positives:  # titles repeat across ids: never pit a title against itself
+            usable = [n for n in negatives if texts[n] != texts[pos]]
+            if usable:
+                out.append(TrainingExample(query, texts[pos], texts[rng.choice(usable)]))
     logger.info(
         "%s: %d triples (grades >= %d vs <= %d); %d queries with positives but no judged "
         "negative skipped",

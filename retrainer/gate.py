@@ -36,6 +36,12 @@ class GateDecision(BaseModel):
     heldout: dict[str, float] = Field(description="nDCG@10 of production and candidate")
     gain: float
     p_value: float
+    heldout_metrics: dict[str, dict[str, float]] = Field(
+        default_factory=dict, description="model -> metric -> mean (nDCG@10, MRR@10, Recall@100)"
+    )
+    heldout_p_values: dict[str, float] = Field(
+        default_factory=dict, description="metric -> paired t-test p-value, candidate vs production"
+    )
     guard: dict[str, float] | None = None
     guard_drop: float | None = None
     policy: GatePolicy
@@ -114,6 +120,8 @@ def decide(
         heldout={PRODUCTION: prod, CANDIDATE: cand},
         gain=gain,
         p_value=p_value,
+        heldout_metrics=heldout.means if heldout else {},
+        heldout_p_values=heldout.p_values.get(CANDIDATE, {}) if heldout else {},
         guard=guard_means,
         guard_drop=guard_drop,
         policy=policy,

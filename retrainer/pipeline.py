@@ -110,6 +110,13 @@ def run_retrain(settings: Settings, *, stage: Stage | None = None) -> RetrainOut
     try:
         with exclusive_run(registry):
             outcome = _run(settings, registry, stage or (lambda _s: None))
+            deleted = registry.garbage_collect(
+                settings.retrain.keep_versions,
+                settings.index_dir if settings.qdrant.url is None else None,
+                actor="retrainer",
+            )
+            if deleted:
+                logger.info("deleted old versions %s", ", ".join(deleted))
     except FlywheelError:
         RETRAIN_RUNS.labels(outcome="failed").inc()
         raise
@@ -169,6 +176,8 @@ def _run(settings: Settings, registry: ModelRegistry, stage: Stage) -> RetrainOu
                 )
             examples = _examples(settings, data, mined)
             with _timed("train", stage):
+                for name in registry.card(parent).files:  # train only from untampered weights
+                    registry.verified_file(parent, name)
                 result = train_splade(
                     registry.path(parent), examples, scratch / "model", settings.train
                 )

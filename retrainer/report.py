@@ -61,6 +61,14 @@ def to_markdown(decision: GateDecision) -> str:
             f"| guard nDCG@10 | {decision.guard[PRODUCTION]:.4f} | "
             f"{decision.guard[CANDIDATE]:.4f} | {-decision.guard_drop:+.4f} |"
         )
+    for metric in ("mrr@10", "recall@100"):
+        means = {m: v.get(metric) for m, v in decision.heldout_metrics.items()}
+        prod, cand = means.get(PRODUCTION), means.get(CANDIDATE)
+        if prod is not None and cand is not None:
+            p = decision.heldout_p_values.get(metric, 1.0)
+            rows.append(
+                f"| held-out {metric} | {prod:.4f} | {cand:.4f} | {cand - prod:+.4f} (p={p:.3g}) |"
+            )
     verdict = "passed" if decision.passed else "rejected"
     return "\n".join(
         [

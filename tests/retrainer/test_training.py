@@ -209,13 +209,14 @@ def test_learns_a_new_association(tmp_path: Path) -> None:
 
 
 def labelled(name: str = "toy", max_grade: int = 6) -> LabelledSet:
-    products = [Product(f"p{i}", f"title {i}") for i in range(8)]
-    queries = {"a": "Angle  Bracket", "b": "deck over", "c": "fan", "d": "lamp"}
+    products = [Product(f"p{i}", f"title {i}") for i in range(8)] + [Product("p8", "title 0")]
+    queries = {"a": "Angle  Bracket", "b": "deck over", "c": "fan", "d": "lamp", "e": "twin"}
     qrels = {
         "a": {"p0": 6, "p1": 5, "p2": 2, "p3": 4},  # two positives, one negative
         "b": {"p4": 6, "p5": 0, "p6": 1},  # one positive, two negatives
         "c": {"p7": 6, "p6": 3},  # no judged negative: skipped
         "d": {"p2": 1},  # no positive
+        "e": {"p0": 6, "p8": 0},  # the only negative has the positive's title: skipped
     }
     return LabelledSet(name, products, queries, qrels, max_grade)
 
@@ -283,4 +284,4 @@ def test_homedepot_triples_respect_the_grades() -> None:
         grades = [(text[pid], g) for pid, g in ls.qrels[query_id(e.query)].items()]
         assert any(t == e.positive and g >= 5 for t, g in grades)  # titles are not unique
         assert any(t == e.negative and g <= 2 for t, g in grades)
-        assert e.query != "angle bracket"
+        assert e.query != "angle bracket" and e.positive != e.negative
