@@ -1,4 +1,4 @@
-"""``flywheel promote | rollback | canary | gc``: edit the registry pointers directly.
+"""``flywheel promote | rollback | canary … | gc``: edit the registry pointers directly.
 
 Running servers poll the registry every ``registry_poll_s`` and hot-swap on their own; every
 change is appended to ``registry/events.jsonl`` with the OS user as the actor.
@@ -67,25 +67,78 @@ def rollback() -> None:
     _show(pointers, settings)
 
 
-@app.command()
-def canary(
-    version: Annotated[str | None, typer.Argument(help="Version to serve as canary.")] = None,
+canary_app = typer.Typer(no_args_is_help=True, help="Run, inspect and decide the canary.")
+app.add_typer(canary_app, name="canary")
+
+
+@canary_app.command("start")
+def canary_start(
+    version: Annotated[str, typer.Argument(help="Version to serve as canary.")],
     fraction: Annotated[
         float | None,
         typer.Option(help="Share of sessions (0 < F <= 1); default: retrain.canary_fraction."),
     ] = None,
-    clear: Annotated[bool, typer.Option("--clear", help="Stop the canary.")] = False,
 ) -> None:
-    """Route a share of sessions (stable per session_id) to VERSION, or --clear the canary."""
+    """Route a share of sessions (stable per session_id) to VERSION."""
     settings, registry = _registry()
     try:
-        if clear:
-            pointers = registry.clear_canary(actor=_actor())
-        elif version is None:
-            raise typer.BadParameter("name the VERSION to canary, or pass --clear")
-        else:
-            share = fraction if fraction is not None else settings.retrain.canary_fraction
-            pointers = registry.set_canary(version, share, actor=_actor())
+        share = fraction if fraction is not None else settings.retrain.canary_fraction
+        pointers = registry.set_canary(version, share, actor=_actor())
+    except FlywheelError as exc:
+        raise fail(exc) from exc
+    _show(pointers, settings)
+
+
+@canary_app.command("status")
+def canary_status() -> None:
+    """Online nDCG@10 per arm from the latest snapshot, and what the controller would decide."""
+    from retrainer.canary import decisions, run_controller
+
+    settings, registry = _registry()
+    _show(registry.pointers(), settings)
+    decision = run_controller(settings, apply=False)
+    for name, arm in (("production", decision.production), ("canary", decision.canary)):
+        if arm is not None:
+            console.print(
+                f"{name} {arm.version}: {arm.lists} lists, online nDCG@10 {arm.mean:.4f}, "
+                f"CTR@10 {arm.ctr_at_10:.3f}"
+            )
+    console.print(f"controller would: [bold]{decision.decision}[/bold] ({decision.reason})")
+    for past in decisions(registry)[-5:]:
+        console.print(f"  {past.decided_at:%Y-%m-%d %H:%M} {past.decision}: {past.reason}")
+
+
+@canary_app.command("evaluate")
+def canary_evaluate() -> None:
+    """Let the controller decide now (promote, roll back or wait) and apply it."""
+    from retrainer.canary import run_controller
+
+    settings, registry = _registry()
+    try:
+        decision = run_controller(settings)
+    except FlywheelError as exc:
+        raise fail(exc) from exc
+    console.print(f"[bold]{decision.decision}[/bold]: {decision.reason}")
+    _show(registry.pointers(), settings)
+
+
+@canary_app.command("promote")
+def canary_promote() -> None:
+    """Make the canary production now (manual override of the controller)."""
+    settings, registry = _registry()
+    try:
+        pointers = registry.promote(actor=_actor())
+    except FlywheelError as exc:
+        raise fail(exc) from exc
+    _show(pointers, settings)
+
+
+@canary_app.command("rollback")
+def canary_rollback() -> None:
+    """Stop the canary: every session goes to production again."""
+    settings, registry = _registry()
+    try:
+        pointers = registry.clear_canary(actor=_actor())
     except FlywheelError as exc:
         raise fail(exc) from exc
     _show(pointers, settings)

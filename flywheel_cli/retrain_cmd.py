@@ -135,8 +135,21 @@ def retrain(
             from prometheus_client import start_http_server
 
             start_http_server(metrics_port)
+    from retrainer.canary import run_controller
+    from services.registry import ModelRegistry
+
+    registry = ModelRegistry(settings.registry_dir)
     while True:
         try:
+            if registry.pointers().canary is not None:
+                decision = run_controller(settings)
+                console.print(f"canary {decision.decision}: {decision.reason}")
+            if registry.pointers().canary is not None:
+                # A new candidate would replace a canary still being judged by shoppers.
+                console.print("[yellow]skipped[/yellow]: the canary is still under evaluation")
+                if interval is None or stop.wait(interval):
+                    return
+                continue
             outcome = run_retrain(settings, stage=lambda name: console.print(f"· {name}"))
             colour = {"skipped": "yellow", "rejected": "red"}.get(outcome.status, "green")
             console.print(f"[{colour}]{outcome.status}[/{colour}]: {outcome.message}")

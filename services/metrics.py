@@ -142,4 +142,14 @@ RETRAIN_LAST_SUCCESS = Gauge(
     "flywheel_retrain_last_success_timestamp_seconds",
     "Unix time of the last retraining run that ended without error.",
 )
+CANARY_DECISIONS = Counter(
+    "flywheel_canary_decisions_total",
+    "Canary controller decisions (promote, rollback, wait).",
+    ["decision"],
+)
+CANARY_NDCG_DIFF = Gauge(
+    "flywheel_canary_ndcg_difference",
+    "Online nDCG@10 of the canary minus production at the last decision, with its bounds.",
+    ["bound"],
+)
 BUILD_INFO = Info("flywheel_build", "Flywheel version.")

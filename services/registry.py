@@ -222,7 +222,7 @@ class ModelRegistry:
         if not 0.0 < fraction <= 1.0:
             raise RegistryError(
                 f"Canary fraction {fraction} is outside (0, 1]; pass e.g. 0.1 for 10% of "
-                "sessions, or clear the canary (`flywheel canary --clear`) to stop it."
+                "sessions, or clear the canary (`flywheel canary rollback`) to stop it."
             )
         with self.locked():
             current = self.pointers()

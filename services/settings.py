@@ -134,6 +134,21 @@ class GatePolicy(BaseModel):
     min_heldout_queries: int = Field(default=30, ge=1)
 
 
+class CanaryPolicy(BaseModel):
+    """When the canary controller promotes or rolls back, from online nDCG@10 per arm."""
+
+    min_lists_per_arm: int = Field(
+        default=200, ge=2, description="Served lists (closed attribution window) per arm first."
+    )
+    margin: float = Field(
+        default=0.01, ge=0, description="Promote if canary >= production - margin (95% bound)."
+    )
+    require_better: bool = Field(
+        default=False, description="Promote only if the canary is significantly better."
+    )
+    z: float = Field(default=1.96, gt=0, description="Normal quantile of the two-sided bound.")
+
+
 class RetrainSettings(BaseModel):
     """The retraining job: data, schedule, gate and rollout."""
 
@@ -153,6 +168,7 @@ class RetrainSettings(BaseModel):
         default=0.1, ge=0, le=1, description="0 promotes a passing candidate straight away."
     )
     keep_versions: int = Field(default=5, ge=2, description="Older unused versions are deleted.")
+    canary: CanaryPolicy = Field(default_factory=CanaryPolicy)
 
 
 class Settings(BaseSettings):

@@ -138,7 +138,7 @@ def test_cli_commands_edit_the_registry(tmp_path: Path, monkeypatch: pytest.Monk
     registry.set_production("v1")
     monkeypatch.setenv("FLYWHEEL_HOME", str(tmp_path))
     runner = CliRunner()
-    result = runner.invoke(app, ["canary", "v2", "--fraction", "0.2"])
+    result = runner.invoke(app, ["canary", "start", "v2", "--fraction", "0.2"])
     assert result.exit_code == 0, result.output
     assert registry.pointers().canary == "v2"
     assert runner.invoke(app, ["promote"]).exit_code == 0
