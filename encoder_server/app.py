@@ -21,7 +21,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from encoder_server.holder import ModelHolder
 from encoder_server.query_filters import parse_filters
-from encoder_server.routes import admin, events, health, search
+from encoder_server.routes import admin, events, health, search, status
 from services.errors import FlywheelError, QueryError, RegistryError, SearchIndexError
 from services.events import EventSink
 from services.kafka.producer import KafkaEventSink
@@ -153,5 +153,6 @@ def create_app(settings: Settings | None = None, sink: EventSink | None = None) 
     app.include_router(search.build_router(settings.search))
     app.include_router(events.router)
     app.include_router(health.router)
+    app.include_router(status.router)
     app.include_router(admin.router)
     return app

@@ -25,11 +25,11 @@ from services.metrics import CANARY_DECISIONS, CANARY_NDCG_DIFF
 from services.registry import ModelRegistry
 from services.settings import CanaryPolicy, Settings
 from services.snapshots import latest_snapshot
+from services.status import CANARY_DECISIONS_LOG
 
 logger = logging.getLogger(__name__)
 
 Decision = Literal["promote", "rollback", "wait"]
-DECISIONS_FILE = "canary_decisions.jsonl"
 
 
 class ArmStats(BaseModel):
@@ -157,7 +157,7 @@ def run_controller(settings: Settings, *, apply: bool = True) -> CanaryDecision:
     elif apply and decision == "rollback":
         registry.clear_canary(actor="canary-controller")
     if decision != "wait":
-        with (registry.root / DECISIONS_FILE).open("a", encoding="utf-8") as log:
+        with (registry.root / CANARY_DECISIONS_LOG).open("a", encoding="utf-8") as log:
             log.write(record.model_dump_json() + "\n")
     logger.info("canary %s: %s", decision, reason)
     return record
@@ -165,7 +165,7 @@ def run_controller(settings: Settings, *, apply: bool = True) -> CanaryDecision:
 
 def decisions(registry: ModelRegistry) -> list[CanaryDecision]:
     """Every recorded decision, oldest first."""
-    path = registry.root / DECISIONS_FILE
+    path = registry.root / CANARY_DECISIONS_LOG
     if not path.is_file():
         return []
     return [

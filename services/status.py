@@ -1,0 +1,110 @@
+"""What the people running Flywheel want at a glance: versions, pointers, canary, decisions."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import duckdb
+from pydantic import BaseModel
+
+from services.registry import ModelRegistry, Pointers
+from services.snapshots import latest_snapshot
+
+logger = logging.getLogger(__name__)
+
+CANARY_DECISIONS_LOG = "canary_decisions.jsonl"
+"""Written by the canary controller in the registry folder, one JSON decision per line."""
+
+
+class VersionStatus(BaseModel):
+    """One registered version with the figures its card and the live traffic give."""
+
+    version: str
+    role: str
+    parent: str | None
+    source: str
+    created_at: str
+    gate_passed: bool | None = None
+    gate_reasons: list[str] = []
+    heldout_ndcg: float | None = None
+    guard_ndcg: float | None = None
+    online_ndcg: float | None = None
+    online_lists: int = 0
+
+
+class Status(BaseModel):
+    """The whole status page's data."""
+
+    pointers: Pointers
+    versions: list[VersionStatus]
+    canary_decisions: list[dict[str, Any]]
+    timeline: list[dict[str, Any]]
+    snapshot: str | None
+
+
+def _online(exports: Path) -> tuple[str | None, dict[str, tuple[float, int]]]:
+    snapshot = latest_snapshot(exports)
+    if snapshot is None:
+        return None, {}
+    path = str(snapshot / "online_metrics_by_arm.parquet").replace("'", "''")
+    try:
+        con = duckdb.connect()
+        rows = con.execute(
+            f"SELECT model_version, sum(mean_ndcg_at_10 * lists) / nullif(sum(lists), 0), "
+            f"sum(lists) FROM '{path}' GROUP BY 1"
+        ).fetchall()
+        con.close()
+    except duckdb.Error:
+        logger.warning("cannot read online metrics from %s", snapshot)
+        return snapshot.name, {}
+    return snapshot.name, {str(v): (float(n or 0.0), int(c)) for v, n, c in rows}
+
+
+def collect_status(registry: ModelRegistry, exports: Path, *, last: int = 20) -> Status:
+    """Read the registry, its logs and the latest snapshot into one :class:`Status`."""
+    pointers = registry.pointers()
+    snapshot, online = _online(exports)
+    versions = []
+    for version in registry.versions():
+        card = registry.card(version)
+        role = (
+            "production"
+            if version == pointers.production
+            else "canary"
+            if version == pointers.canary
+            else "rollback target"
+            if version in pointers.history
+            else ""
+        )
+        gate = card.gate or {}
+        versions.append(
+            VersionStatus(
+                version=version,
+                role=role,
+                parent=card.parent,
+                source=card.source,
+                created_at=f"{card.created_at:%Y-%m-%d %H:%M}",
+                gate_passed=gate.get("passed"),
+                gate_reasons=list(gate.get("reasons", [])),
+                heldout_ndcg=(gate.get("heldout") or {}).get("candidate"),
+                guard_ndcg=(gate.get("guard") or {}).get("candidate"),
+                online_ndcg=online.get(version, (None, 0))[0],
+                online_lists=online.get(version, (None, 0))[1],
+            )
+        )
+    path = registry.root / CANARY_DECISIONS_LOG
+    decisions = (
+        [json.loads(line) for line in path.read_text("utf-8").splitlines() if line.strip()]
+        if path.is_file()
+        else []
+    )
+    return Status(
+        pointers=pointers,
+        versions=versions,
+        canary_decisions=decisions[-last:],
+        timeline=registry.events()[-last:],
+        snapshot=snapshot,
+    )

@@ -1,0 +1,103 @@
+"""The status page in a real headless Chromium (Debian's `chromium`), against a real server."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from services.kafka.broker import EmbeddedBroker
+from services.registry import CARD, ModelRegistry, atomic_write_text
+from services.status import CANARY_DECISIONS_LOG
+from tests.conftest import IndexedHome
+from tests.integration.conftest import start_server, stop_server
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+CHROMIUM = shutil.which("chromium")
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.mark.skipif(
+    CHROMIUM is None, reason="Debian's chromium is not installed (make setup installs it)"
+)
+def test_status_page_renders_in_chromium(
+    indexed_home: IndexedHome, broker: EmbeddedBroker, tmp_path: Path
+) -> None:
+    home = tmp_path / "home"
+    shutil.copytree(indexed_home.settings.home / "registry", home / "registry")
+    shutil.copytree(indexed_home.settings.home / "index", home / "index")
+    registry = ModelRegistry(home / "registry")
+    card = registry.card("v1").model_copy(
+        update={
+            "gate": {
+                "passed": True,
+                "reasons": ["all rules passed"],
+                "heldout": {"production": 0.41, "candidate": 0.47},
+                "guard": {"production": 0.5, "candidate": 0.52},
+            }
+        }
+    )
+    atomic_write_text(registry.path("v1") / CARD, card.model_dump_json())
+    (registry.root / CANARY_DECISIONS_LOG).write_text(
+        json.dumps(
+            {
+                "decision": "rollback",
+                "reason": "canary is worse: difference -0.0312",
+                "decided_at": "2026-11-28T03:00:00+00:00",
+            }
+        )
+        + "\n"
+    )
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = start_server(str(home), port, broker.bootstrap_servers)
+    try:
+        url = f"http://127.0.0.1:{port}/status"
+        profile = tmp_path / "profile"
+        dom = subprocess.run(
+            [CHROMIUM, *FLAGS, f"--user-data-dir={profile}", "--dump-dom", url],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        ).stdout
+        shot = tmp_path / "status.png"
+        subprocess.run(
+            [
+                CHROMIUM,
+                *FLAGS,
+                f"--user-data-dir={profile}",
+                f"--screenshot={shot}",
+                "--window-size=1200,900",
+                url,
+            ],
+            capture_output=True,
+            timeout=60,
+            check=True,
+        )
+    finally:
+        stop_server(server)
+    assert '<span class="pill" id="production">v1</span>' in dom
+    assert "canary is worse: difference -0.0312" in dom
+    assert "0.4700" in dom and "passed" in dom
+    assert "<svg" in dom and "polyline" in dom
+    png = shot.read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000  # a rendered page, not a blank
+    width, height = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
+    assert (width, height) == (1200, 900)
+    shutil.copy(shot, Path("/tmp/flywheel-status.png"))
