@@ -37,6 +37,7 @@ FLAGS = [
 def test_status_page_renders_in_chromium(
     indexed_home: IndexedHome, broker: EmbeddedBroker, tmp_path: Path
 ) -> None:
+    assert CHROMIUM is not None
     home = tmp_path / "home"
     shutil.copytree(indexed_home.settings.home / "registry", home / "registry")
     shutil.copytree(indexed_home.settings.home / "index", home / "index")
