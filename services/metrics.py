@@ -153,3 +153,14 @@ CANARY_NDCG_DIFF = Gauge(
     ["bound"],
 )
 BUILD_INFO = Info("flywheel_build", "Flywheel version.")
+
+# Counters with a closed set of outcomes start at 0, so `increase()` sees the first event
+# even when it happens before the first scrape.
+for _outcome in ("ok", "failed"):
+    MODEL_SWAPS.labels(outcome=_outcome)
+for _outcome in ("passed", "rejected"):
+    GATE_DECISIONS.labels(outcome=_outcome)
+for _outcome in ("skipped", "rejected", "canary", "production", "failed"):
+    RETRAIN_RUNS.labels(outcome=_outcome)
+for _decision in ("promote", "rollback", "wait"):
+    CANARY_DECISIONS.labels(decision=_decision)
