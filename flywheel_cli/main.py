@@ -69,7 +69,6 @@ def index(
     """Encode and index a catalog; on a new home, register the bundled model as v1 production."""
     from services.catalog import load_catalog
     from services.catalog_store import save_products
-    from services.encoding.package import register_pretrained
     from services.indexing import index_products
     from services.registry import ModelRegistry
 
@@ -82,6 +81,9 @@ def index(
             version, model = model, None
         new = model is not None or version is None
         if new:
+            # Only registering needs PyTorch; indexing with a registered version runs on ONNX.
+            from services.encoding.package import register_pretrained
+
             card = register_pretrained(registry, model or settings.encoder.model, settings.encoder)
             version = card.version
             console.print(f"registered {card.source!r} as model [bold]{version}[/bold]")

@@ -10,7 +10,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.ingest_settings import StoreSettings
@@ -85,6 +85,14 @@ class ServerSettings(BaseModel):
     admin_token: SecretStr | None = Field(
         default=None, description="Bearer token for state-changing endpoints; unset turns them off."
     )
+
+    @field_validator("admin_token", mode="before")
+    @classmethod
+    def _blank_token_is_unset(cls, value: object) -> object:
+        # FLYWHEEL_SERVER__ADMIN_TOKEN="" must turn admin off, never accept an empty bearer.
+        text = value.get_secret_value() if isinstance(value, SecretStr) else value
+        return None if isinstance(text, str) and not text.strip() else value
+
     registry_poll_s: float = Field(default=5.0, gt=0)
     events_ack_timeout_s: float = Field(
         default=2.0, ge=0, description="How long POST /events waits for the bus to acknowledge."

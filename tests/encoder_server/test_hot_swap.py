@@ -305,3 +305,12 @@ def test_poller_swaps_and_readyz_reports_a_failed_load(home: TwoVersions) -> Non
         assert ready.status_code == 200 and ready.json()["ready"] is True
         assert "No search index for version 'v3'" in ready.json()["reason"]
         assert client.get("/search", params={"q": "drill"}).json()["model_version"] == "v2"
+
+
+def test_a_blank_admin_token_turns_admin_off() -> None:
+    from services.settings import ServerSettings
+
+    assert ServerSettings(admin_token="").admin_token is None
+    assert ServerSettings(admin_token="  ").admin_token is None
+    token = ServerSettings(admin_token="s3cret").admin_token
+    assert token is not None and token.get_secret_value() == "s3cret"

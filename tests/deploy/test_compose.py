@@ -1,0 +1,158 @@
+"""deploy/compose.yaml against the Compose Specification's JSON schema, and its wiring.
+
+The schema is tests/deploy/compose-spec.json: the Compose Specification's
+schema/compose-spec.json (Apache-2.0, The Compose Specification Authors), as shipped in the
+npm package dclint 3.1.0 (schemas/compose.schema.json); see compose-spec.NOTICE.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.deploy.manifests import (
+    COMPOSE,
+    compose,
+    compose_command,
+    readme_commands,
+    unknown_setting,
+)
+
+pytestmark = pytest.mark.integration
+
+# Imported by name: jsonschema ships no type information (types-jsonschema is not installed).
+jsonschema = importlib.import_module("jsonschema")
+
+SCHEMA = Path(__file__).with_name("compose-spec.json")
+FLYWHEEL_SERVICES = {"index", "encoder-server", "feedback-ingest", "retrainer"}
+
+
+def services() -> dict[str, dict[str, Any]]:
+    found: dict[str, dict[str, Any]] = compose()["services"]
+    return found
+
+
+def command(name: str) -> list[str]:
+    found = compose_command(services()[name])
+    assert found, f"{name} must say which flywheel command it runs"
+    return found
+
+
+def test_validates_against_the_compose_spec() -> None:
+    schema = json.loads(SCHEMA.read_text(encoding="utf-8"))
+    jsonschema.Draft7Validator.check_schema(schema)
+    validator = jsonschema.Draft7Validator(schema)
+    errors = [
+        f"{'/'.join(map(str, e.absolute_path))}: {e.message}"
+        for e in validator.iter_errors(compose())
+    ]
+    assert not errors, "\n".join(errors)
+
+
+def test_the_schema_catches_mistakes() -> None:
+    """Guards the guard: a misspelt key and a bad depends_on condition are refused."""
+    validator = jsonschema.Draft7Validator(json.loads(SCHEMA.read_text(encoding="utf-8")))
+    broken = yaml.safe_load(COMPOSE.read_text(encoding="utf-8"))
+    broken["services"]["kafka"]["helthcheck"] = {}
+    broken["services"]["index"]["depends_on"]["qdrant"]["condition"] = "service_ready"
+    assert len(list(validator.iter_errors(broken))) == 2
+
+
+def test_services_and_dependencies() -> None:
+    found = services()
+    assert {"qdrant", "kafka", "prometheus", "grafana"} | FLYWHEEL_SERVICES <= set(found)
+    for name, service in found.items():
+        for dependency, rule in service.get("depends_on", {}).items():
+            assert dependency in found, f"{name} depends on unknown {dependency}"
+            condition = rule["condition"]
+            if condition == "service_healthy":
+                assert "healthcheck" in found[dependency], f"{dependency} has no healthcheck"
+    assert found["encoder-server"]["depends_on"]["index"]["condition"] == (
+        "service_completed_successfully"
+    )
+    assert found["index"].get("restart") == "no"
+
+
+def test_long_running_services_have_healthchecks() -> None:
+    for name, service in services().items():
+        if name != "index":
+            assert "healthcheck" in service, f"{name} has no healthcheck"
+
+
+@pytest.mark.parametrize("name", sorted(FLYWHEEL_SERVICES))
+def test_flywheel_commands_are_readme_commands(name: str) -> None:
+    assert command(name)[0] in readme_commands()
+
+
+def test_expected_commands() -> None:
+    assert command("encoder-server")[:3] == ["serve", "--host", "0.0.0.0"]
+    assert command("feedback-ingest") == ["ingest"]
+    assert command("retrainer") == [
+        "retrain",
+        "--every",
+        "6h",
+        "--metrics-port",
+        "9465",
+    ]
+    assert command("index")[:2] == ["index", "--catalog"]
+
+
+def test_images_and_builds() -> None:
+    found = services()
+    for name in FLYWHEEL_SERVICES:
+        build = found[name]["build"]
+        target = "serve" if name in {"encoder-server", "feedback-ingest"} else "train"
+        assert build["target"] == target, f"{name} runs the {target} image"
+        assert (COMPOSE.parent / build["context"] / build["dockerfile"]).is_file()
+        assert found[name]["image"] == f"flywheel:{target}"
+
+
+def test_flywheel_settings_exist_and_point_inside_the_stack() -> None:
+    found = services()
+    for name in FLYWHEEL_SERVICES:
+        env = found[name]["environment"]
+        problems = [p for p in map(unknown_setting, env) if p]
+        assert not problems, problems
+        assert env["FLYWHEEL_QDRANT__URL"] == "http://qdrant:6333"
+        assert env["FLYWHEEL_KAFKA__BOOTSTRAP_SERVERS"] == "kafka:9092"
+        assert env["FLYWHEEL_HOME"] == "/var/lib/flywheel"
+        assert "flywheel-home:/var/lib/flywheel" in found[name]["volumes"]
+        # An empty admin token would open the admin endpoints; it may only come from a file.
+        assert "FLYWHEEL_SERVER__ADMIN_TOKEN" not in env
+    assert "kafka:9092" in found["kafka"]["environment"]["KAFKA_ADVERTISED_LISTENERS"]
+    assert found["feedback-ingest"]["environment"]["FLYWHEEL_INGEST__METRICS_HOST"] == "0.0.0.0"
+
+
+def test_mounted_folders_exist() -> None:
+    """Prometheus and Grafana read the repository's config (deploy/prometheus, deploy/grafana)."""
+    for name in ("prometheus", "grafana"):
+        for volume in services()[name]["volumes"]:
+            source = volume.split(":")[0]
+            if source.startswith("."):
+                assert (COMPOSE.parent / source).is_dir(), f"{name}: {source} is missing"
+
+
+def test_prometheus_scrapes_the_compose_services() -> None:
+    """Every static target of deploy/prometheus/prometheus.yml is a compose service and port."""
+    config = yaml.safe_load((COMPOSE.parent / "prometheus" / "prometheus.yml").read_text())
+    ports = {
+        "encoder-server": "8000",
+        "feedback-ingest": services()["feedback-ingest"]["environment"][
+            "FLYWHEEL_INGEST__METRICS_PORT"
+        ],
+        "retrainer": command("retrainer")[-1],
+    }
+    targets = {
+        target
+        for job in config["scrape_configs"]
+        for static in job.get("static_configs", [])
+        for target in static["targets"]
+    }
+    assert {f"{host}:{port}" for host, port in ports.items()} <= targets
+    for target in targets:
+        assert target.split(":")[0] in services(), f"{target}: no such compose service"
