@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from services.encoding.onnx_splade import OnnxSpladeEncoder
 from services.encoding.versions import onnx_encoder
 from services.errors import FlywheelError, RegistryError
-from services.events import Arm
+from services.events import ServingArm
 from services.index.base import ProductIndex
 from services.index.bm25 import Bm25Encoder
 from services.index.factory import open_index
@@ -90,7 +90,7 @@ class Routing:
         """Production, then the canary if any."""
         return [self.production] + ([self.canary] if self.canary else [])
 
-    def route(self, session_id: str | None) -> tuple[LoadedModel, Arm]:
+    def route(self, session_id: str | None) -> tuple[LoadedModel, ServingArm]:
         """Pick the arm by a stable hash of the session, so a shopper stays on one arm."""
         if self.canary is None or self.canary_fraction <= 0 or not session_id:
             return self.production, "production"

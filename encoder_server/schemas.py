@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from services.events import Arm
+from services.events import Arm, ServingArm
 
 SearchMode = Literal["splade", "bm25", "hybrid"]
 
@@ -18,6 +18,10 @@ class ResultItem(BaseModel):
     position: int = Field(ge=1, description="1-based rank across pages.")
     score: float
     payload: dict[str, Any]
+    team: str | None = Field(
+        default=None,
+        description="Interleaved lists only: the model version whose ranking contributed it.",
+    )
 
 
 class SearchResponse(BaseModel):
@@ -45,7 +49,7 @@ class ModelStatus(BaseModel):
     """A loaded model version and the arm it serves."""
 
     version: str
-    arm: Arm
+    arm: ServingArm
     products: int
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import threading
@@ -14,7 +15,18 @@ from prometheus_client import start_http_server
 
 from feedback_ingest.consumer import Ingestor
 from feedback_ingest.store import EventStore, StoreError, refresh_derived, write_snapshot
-from services.metrics import ONLINE_LISTS, ONLINE_NDCG
+from services.metrics import (
+    INTERLEAVING_LISTS,
+    ONLINE_ADD_TO_CART,
+    ONLINE_ADD_TO_CART_INTERVAL,
+    ONLINE_CTR,
+    ONLINE_CTR_INTERVAL,
+    ONLINE_LISTS,
+    ONLINE_NDCG,
+    ONLINE_NDCG_INTERVAL,
+    ONLINE_PURCHASE,
+    ONLINE_PURCHASE_INTERVAL,
+)
 from services.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -33,14 +45,41 @@ def exports_dir(settings: Settings) -> Path:
 
 
 def publish_online_metrics(store: EventStore, settings: Settings) -> None:
-    """Recompute the derived tables and export online nDCG@10 per model version and arm."""
+    """Recompute the derived tables and export the online metrics per model version and arm
+    (with their 95% intervals) and the interleaving outcomes per canary and control version."""
     refresh_derived(store, settings.ingest.store.derived)
     rows = store.con.execute(
-        "SELECT model_version, arm, lists, mean_ndcg_at_10 FROM online_metrics_by_arm"
+        "SELECT model_version, arm, lists, mean_ndcg_at_10, ndcg_at_10_lower, ndcg_at_10_upper, "
+        "ctr_at_10, ctr_at_10_lower, ctr_at_10_upper, "
+        "add_to_cart_rate, add_to_cart_rate_lower, add_to_cart_rate_upper, "
+        "purchase_rate, purchase_rate_lower, purchase_rate_upper FROM online_metrics_by_arm"
     ).fetchall()
-    for version, arm, lists, ndcg in rows:
-        ONLINE_NDCG.labels(model_version=version, arm=arm).set(ndcg or 0.0)
+    rates = (
+        (ONLINE_NDCG, ONLINE_NDCG_INTERVAL),
+        (ONLINE_CTR, ONLINE_CTR_INTERVAL),
+        (ONLINE_ADD_TO_CART, ONLINE_ADD_TO_CART_INTERVAL),
+        (ONLINE_PURCHASE, ONLINE_PURCHASE_INTERVAL),
+    )
+    for version, arm, lists, *values in rows:
         ONLINE_LISTS.labels(model_version=version, arm=arm).set(lists)
+        for i, (gauge, interval) in enumerate(rates):
+            value, lower, upper = values[3 * i : 3 * i + 3]
+            gauge.labels(model_version=version, arm=arm).set(value or 0.0)
+            for bound, at in (("lower", lower), ("upper", upper)):
+                if at is None:  # nDCG below two lists: no interval rather than a made-up one
+                    with contextlib.suppress(KeyError):
+                        interval.remove(version, arm, bound)
+                else:
+                    interval.labels(model_version=version, arm=arm, bound=bound).set(at)
+    outcomes = store.con.execute(
+        "SELECT model_version, control_version, wins, losses, ties, lists - engaged_lists "
+        "FROM interleaving_wins"
+    ).fetchall()
+    for version, control, *counts in outcomes:
+        for outcome, count in zip(("win", "loss", "tie", "none"), counts, strict=True):
+            INTERLEAVING_LISTS.labels(
+                model_version=version, control_version=control, outcome=outcome
+            ).set(count)
 
 
 def run_ingest(

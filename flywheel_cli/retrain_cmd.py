@@ -147,6 +147,7 @@ def retrain(
             if registry.pointers().canary is not None:
                 # A new candidate would replace a canary still being judged by shoppers.
                 console.print("[yellow]skipped[/yellow]: the canary is still under evaluation")
+                _push_metrics(settings)
                 if interval is None or stop.wait(interval):
                     return
                 continue
@@ -159,5 +160,19 @@ def retrain(
             if interval is None:
                 raise fail(exc) from exc
             logger.error("retrain failed: %s", exc)
+        _push_metrics(settings)
         if interval is None or stop.wait(interval):
             return
+
+
+def _push_metrics(settings: Settings) -> None:
+    """Push this process's metrics to the configured Pushgateway (batch-job convention)."""
+    url = settings.retrain.pushgateway_url
+    if not url:
+        return
+    from prometheus_client import REGISTRY, push_to_gateway
+
+    try:
+        push_to_gateway(url, job="flywheel-retrainer", registry=REGISTRY, timeout=10)
+    except OSError as exc:
+        logger.warning("could not push metrics to %s: %s", url, exc)

@@ -124,6 +124,46 @@ def judge(
     )
 
 
+def interleaving_record(snapshot: Path, canary: str, control: str) -> tuple[int, int]:
+    """(wins, losses) of ``canary`` against ``control`` over closed interleaved lists."""
+    con = duckdb.connect()
+    try:
+        path = str(snapshot / "interleaving_wins.parquet").replace("'", "''")
+        row = con.execute(
+            f"SELECT coalesce(sum(wins), 0), coalesce(sum(losses), 0) FROM '{path}' "
+            "WHERE model_version = ? AND control_version = ?",
+            [canary, control],
+        ).fetchone()
+    finally:
+        con.close()
+    return (int(row[0]), int(row[1])) if row else (0, 0)
+
+
+def judge_interleaving(
+    wins: int, losses: int, policy: CanaryPolicy
+) -> tuple[Decision, str, float, float, float]:
+    """Team-draft interleaving: the canary's share of decided lists against 1/2 (Chapelle et
+    al., 2012). The margin applies to that share; the same promote/rollback rules hold."""
+    decided = wins + losses
+    if decided < policy.min_lists_per_arm:
+        return (
+            "wait",
+            (f"{decided} interleaved lists decided a winner; need {policy.min_lists_per_arm}"),
+            0.0,
+            -math.inf,
+            math.inf,
+        )
+    share = wins / decided
+    se = math.sqrt(max(share * (1 - share), 1e-12) / decided)
+    diff, lower, upper = share - 0.5, share - 0.5 - policy.z * se, share - 0.5 + policy.z * se
+    text = f"canary wins {wins} of {decided} decided interleaved lists ({share:.1%})"
+    if upper < 0:
+        return "rollback", f"canary is worse: {text}", diff, lower, upper
+    if (lower > 0) if policy.require_better else (lower > -policy.margin):
+        return "promote", f"canary holds up: {text}", diff, lower, upper
+    return "wait", f"undecided: {text}", diff, lower, upper
+
+
 def run_controller(settings: Settings, *, apply: bool = True) -> CanaryDecision:
     """Decide on the current canary from the latest snapshot; apply and record the decision."""
     registry = ModelRegistry(settings.registry_dir)
@@ -136,7 +176,12 @@ def run_controller(settings: Settings, *, apply: bool = True) -> CanaryDecision:
         return CanaryDecision(decision="wait", reason="no snapshot yet", policy=policy)
     production = arm_stats(snapshot, pointers.production, "production")
     canary = arm_stats(snapshot, pointers.canary, "canary")
-    decision, reason, diff, lower, upper = judge(production, canary, policy)
+    if settings.search.interleaving:
+        # Canary-bucket sessions see interleaved lists: judge by who won them instead.
+        wins, losses = interleaving_record(snapshot, pointers.canary, pointers.production)
+        decision, reason, diff, lower, upper = judge_interleaving(wins, losses, policy)
+    else:
+        decision, reason, diff, lower, upper = judge(production, canary, policy)
     record = CanaryDecision(
         decision=decision,
         reason=reason,

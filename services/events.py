@@ -20,7 +20,12 @@ from pydantic import (
 
 logger = logging.getLogger(__name__)
 
-Arm = Literal["production", "canary"]
+ServingArm = Literal["production", "canary"]
+"""The arm a loaded model version serves in a routing."""
+Arm = Literal["production", "canary", "interleaved"]
+"""The arm of a served list: one model's ranking, or the canary team-draft interleaved with
+production (``model_version`` is then the canary's; ``teams`` names each result's model)."""
+ARMS: tuple[Arm, ...] = ("production", "canary", "interleaved")
 
 
 class QueryEvent(BaseModel):
@@ -38,6 +43,13 @@ class QueryEvent(BaseModel):
     filters: dict[str, Any] = Field(default_factory=dict)
     page: int = 1
     results: list[str] = Field(description="Ranked product ids of the served page.")
+    teams: list[str] | None = Field(
+        default=None,
+        description="Interleaved lists only: the model version that contributed each result.",
+    )
+    control_version: str | None = Field(
+        default=None, description="Interleaved lists only: the production version compared."
+    )
 
 
 Action = Literal["impression", "click", "add_to_cart", "purchase"]

@@ -119,6 +119,48 @@ ONLINE_LISTS = Gauge(
     "Served lists counted in the online metrics.",
     ["model_version", "arm"],
 )
+ONLINE_NDCG_INTERVAL = Gauge(
+    "flywheel_online_ndcg_at_10_interval",
+    "95% interval of flywheel_online_ndcg_at_10 (mean +- 1.96 standard errors), by bound "
+    "(lower, upper); absent below two lists.",
+    ["model_version", "arm", "bound"],
+)
+ONLINE_CTR = Gauge(
+    "flywheel_online_ctr_at_10",
+    "Share of served lists (attribution window closed) with an engagement in the top 10.",
+    ["model_version", "arm"],
+)
+ONLINE_CTR_INTERVAL = Gauge(
+    "flywheel_online_ctr_at_10_interval",
+    "95% Wilson interval of flywheel_online_ctr_at_10, by bound (lower, upper).",
+    ["model_version", "arm", "bound"],
+)
+ONLINE_ADD_TO_CART = Gauge(
+    "flywheel_online_add_to_cart_ratio",
+    "Share of served lists (attribution window closed) with an add-to-cart or purchase.",
+    ["model_version", "arm"],
+)
+ONLINE_ADD_TO_CART_INTERVAL = Gauge(
+    "flywheel_online_add_to_cart_ratio_interval",
+    "95% Wilson interval of flywheel_online_add_to_cart_ratio, by bound (lower, upper).",
+    ["model_version", "arm", "bound"],
+)
+ONLINE_PURCHASE = Gauge(
+    "flywheel_online_purchase_ratio",
+    "Share of served lists (attribution window closed) with a purchase.",
+    ["model_version", "arm"],
+)
+ONLINE_PURCHASE_INTERVAL = Gauge(
+    "flywheel_online_purchase_ratio_interval",
+    "95% Wilson interval of flywheel_online_purchase_ratio, by bound (lower, upper).",
+    ["model_version", "arm", "bound"],
+)
+INTERLEAVING_LISTS = Gauge(
+    "flywheel_interleaving_lists",
+    "Team-draft interleaved lists (attribution window closed) of a canary model_version "
+    "against control_version, by outcome for the canary (win, loss, tie; none: no engagement).",
+    ["model_version", "control_version", "outcome"],
+)
 OFFLINE_NDCG = Gauge(
     "flywheel_offline_ndcg_at_10",
     "Offline nDCG@10 of a model version on a labelled or held-out set.",

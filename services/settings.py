@@ -75,6 +75,11 @@ class SearchSettings(BaseModel):
         ),
         description="Payload fields shoppers may filter on, with a payload index of this kind.",
     )
+    interleaving: bool = Field(
+        default=False,
+        description="Serve sessions in the canary bucket a team-draft interleaving of the canary "
+        "and production rankings (arm 'interleaved') instead of the canary's list alone.",
+    )
 
 
 class ServerSettings(BaseModel):
@@ -177,6 +182,11 @@ class RetrainSettings(BaseModel):
     )
     keep_versions: int = Field(default=5, ge=2, description="Older unused versions are deleted.")
     canary: CanaryPolicy = Field(default_factory=CanaryPolicy)
+    pushgateway_url: str | None = Field(
+        default=None,
+        description="Prometheus Pushgateway that a one-shot run (e.g. a CronJob) pushes its "
+        "metrics to, so retrain-failing/stale alerts work without a long-running process.",
+    )
 
 
 class Settings(BaseSettings):

@@ -52,9 +52,10 @@ def _online(exports: Path) -> tuple[str | None, dict[str, tuple[float, int]]]:
     path = str(snapshot / "online_metrics_by_arm.parquet").replace("'", "''")
     try:
         con = duckdb.connect()
+        # An interleaved list mixes two versions' results: its nDCG is neither version's.
         rows = con.execute(
             f"SELECT model_version, sum(mean_ndcg_at_10 * lists) / nullif(sum(lists), 0), "
-            f"sum(lists) FROM '{path}' GROUP BY 1"
+            f"sum(lists) FROM '{path}' WHERE arm <> 'interleaved' GROUP BY 1"
         ).fetchall()
         con.close()
     except duckdb.Error:

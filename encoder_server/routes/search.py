@@ -5,18 +5,21 @@
 
 import time
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 from pydantic import StringConstraints
 
 from encoder_server.deps import HolderDep, SinkDep
-from encoder_server.holder import LoadedModel
+from encoder_server.holder import LoadedModel, Routing
 from encoder_server.query_filters import parse_filters
 from encoder_server.schemas import ErrorResponse, ResultItem, SearchMode, SearchResponse
 from services.errors import QueryError, SearchIndexError
-from services.events import QueryEvent
+from services.events import Arm, QueryEvent
 from services.index.base import Hit, SearchFilters
+from services.interleaving import TEAM_A, TEAM_B, rng_for, team_draft
 from services.metrics import SEARCH_LATENCY, SEARCH_REQUESTS, SEARCH_RESULTS
 from services.settings import SearchSettings
 
@@ -40,6 +43,60 @@ def _retrieve(
         hits = model.index.search(bm25, using="bm25", limit=k, offset=offset, filters=filters)
     SEARCH_LATENCY.labels(stage="retrieve", mode=mode).observe(time.perf_counter() - encoded)
     return hits
+
+
+@dataclass(frozen=True, slots=True)
+class Served:
+    """The page a request serves: its hits, and for an interleaved list each hit's model."""
+
+    model: LoadedModel
+    arm: Arm
+    hits: list[Hit]
+    teams: list[str] | None = None
+    control: LoadedModel | None = None
+
+
+def _serve(
+    routing: Routing,
+    session_id: str | None,
+    query_id: str,
+    interleave: bool,
+    retrieve: Callable[[LoadedModel, int, int], list[Hit]],
+    k: int,
+    offset: int,
+) -> Served:
+    """Route the session; in the canary bucket with interleaving on, team-draft both models.
+
+    Each model encodes with its own encoder and searches its own index (``retrieve``). An
+    interleaved page is positions ``offset+1 .. offset+k`` of the interleaving of both
+    models' top ``offset + k``, with the coin seeded from ``query_id``.
+    """
+    model, arm = routing.route(session_id)
+    if not (interleave and arm == "canary" and routing.canary is not None):
+        return Served(model, arm, retrieve(model, k, offset))
+    control = routing.production
+    depth = offset + k
+    canary_hits = retrieve(model, depth, 0)
+    control_hits = retrieve(control, depth, 0)
+    # Team A is the canary, team B production; the first hit of a product wins.
+    by_team = {
+        TEAM_A: {h.product_id: h for h in reversed(canary_hits)},
+        TEAM_B: {h.product_id: h for h in reversed(control_hits)},
+    }
+    merged = team_draft(
+        [h.product_id for h in canary_hits],
+        [h.product_id for h in control_hits],
+        depth,
+        rng_for(query_id),
+    )[offset:]
+    versions = {TEAM_A: model.version, TEAM_B: control.version}
+    return Served(
+        model=model,
+        arm="interleaved",
+        hits=[by_team[team][pid] for pid, team in merged],
+        teams=[versions[team] for _, team in merged],
+        control=control,
+    )
 
 
 def filter_pattern(limits: SearchSettings) -> str:
@@ -105,12 +162,21 @@ def build_router(limits: SearchSettings) -> APIRouter:
         routing = holder.routing
         if routing is None:
             raise SearchIndexError("No model is loaded yet; see /readyz.")
-        model, arm = routing.route(session_id)
         text = " ".join(q.split())
         offset = (page - 1) * k
-        hits = _retrieve(model, text, mode, k, offset, filters)
+        query_id = uuid.uuid4().hex
+        served = _serve(
+            routing,
+            session_id,
+            query_id,
+            limits.interleaving,
+            lambda m, limit, skip: _retrieve(m, text, mode, limit, skip, filters),
+            k,
+            offset,
+        )
+        model, arm, hits = served.model, served.arm, served.hits
         event = QueryEvent(
-            query_id=uuid.uuid4().hex,
+            query_id=query_id,
             user_query=text,
             session_id=session_id,
             client_id=client_id,
@@ -120,6 +186,8 @@ def build_router(limits: SearchSettings) -> APIRouter:
             filters={"keywords": filters.keywords, "ranges": filters.ranges},
             page=page,
             results=[h.product_id for h in hits],
+            teams=served.teams,
+            control_version=served.control.version if served.control else None,
         )
         sink.emit(event)
         took = time.perf_counter() - started
@@ -135,7 +203,11 @@ def build_router(limits: SearchSettings) -> APIRouter:
             k=k,
             results=[
                 ResultItem(
-                    id=h.product_id, position=offset + i + 1, score=h.score, payload=h.payload
+                    id=h.product_id,
+                    position=offset + i + 1,
+                    score=h.score,
+                    payload=h.payload,
+                    team=served.teams[i] if served.teams else None,
                 )
                 for i, h in enumerate(hits)
             ],

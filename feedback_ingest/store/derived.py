@@ -1,5 +1,5 @@
-"""Derived tables: propensities, judgments, per-(query, product) stats, training pairs and online
-metrics, rebuilt from the raw events in one transaction.
+"""Derived tables: propensities, judgments, per-(query, product) stats, training pairs, online
+metrics and interleaving outcomes, rebuilt from the raw events in one transaction.
 
 Materialised tables rather than views: the click model runs in numpy between SQL steps, the
 rebuild takes explicit parameters (``now``, clip, caps) instead of session state, and readers
@@ -31,6 +31,7 @@ DERIVED_TABLES = (
     "training_pairs",
     "online_metrics",
     "online_metrics_by_arm",
+    "interleaving_wins",
 )
 """Rebuilt by :func:`refresh_derived`, in dependency order."""
 
@@ -78,6 +79,7 @@ def rebuild_derived(
     con.execute(_sql("training_pairs"), {"max_pairs": cfg.max_pairs_per_query})
     con.execute(_sql("online_metrics"), {"now": at, "window_s": cfg.attribution_window_s})
     con.execute(_sql("online_metrics_by_arm"))
+    con.execute(_sql("interleaving_wins"), {"now": at, "window_s": cfg.attribution_window_s})
     rows = {t: _count(con, t) for t in DERIVED_TABLES}
     methods = set(estimate.methods)
     method = methods.pop() if len(methods) == 1 else "mixed"

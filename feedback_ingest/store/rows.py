@@ -35,6 +35,8 @@ QUERY_SCHEMA = pa.schema(
         ("page", pa.int32()),
         ("filters", pa.string()),
         ("results", pa.list_(pa.string())),
+        ("teams", pa.list_(pa.string())),
+        ("control_version", pa.string()),
         ("source_partition", pa.int32()),
         ("source_offset", pa.int64()),
     ]
@@ -114,6 +116,8 @@ def query_table(items: Sequence[QueryEvent | Sourced[QueryEvent]]) -> pa.Table:
         [e.page for e in events],
         [json.dumps(e.filters, sort_keys=True, default=str) for e in events],
         [e.results for e in events],
+        [e.teams for e in events],
+        [e.control_version for e in events],
         [r.partition for r in rows],
         [r.offset for r in rows],
     ]

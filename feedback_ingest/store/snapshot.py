@@ -39,6 +39,7 @@ SNAPSHOT_TABLES = (
     "propensities",
     "online_metrics",
     "online_metrics_by_arm",
+    "interleaving_wins",
 )
 
 

@@ -28,6 +28,8 @@ def query(
     version: str = "v1",
     arm: Arm = "production",
     page: int = 1,
+    teams: list[str] | None = None,
+    control: str | None = None,
 ) -> QueryEvent:
     return QueryEvent(
         query_id=query_id,
@@ -38,6 +40,8 @@ def query(
         arm=arm,
         page=page,
         results=results,
+        teams=teams,
+        control_version=control,
     )
 
 

@@ -205,3 +205,34 @@ def test_windows_close_as_time_passes(logged: EventStore) -> None:
     assert row == (pytest.approx(INV_LOG2_3), True)
     refresh_derived(logged, now=at(1))
     assert _rows(logged, "SELECT count(*) FROM online_metrics") == [(0,)]
+
+
+Z = 1.959963984540054
+
+
+def test_online_metrics_by_arm_intervals(logged: EventStore) -> None:
+    got = _rows(
+        logged,
+        "SELECT model_version, ndcg_at_10_stderr, ndcg_at_10_lower, ndcg_at_10_upper, "
+        "ctr_at_10_lower, ctr_at_10_upper, add_to_cart_rate_lower, add_to_cart_rate_upper, "
+        "purchase_rate_lower, purchase_rate_upper FROM online_metrics_by_arm ORDER BY 1",
+    )
+    # v1: nDCG [a, 0, 0] with mean a/3: var_samp = ((2a/3)^2 + 2 (a/3)^2) / 2 = a^2/3, so the
+    # standard error is sqrt(a^2/3 / 3) = a/3 and the interval a/3 -+ 1.96 a/3.
+    # Wilson at 95%: 1 of 3 -> [0.0615, 0.7923]; 0 of 3 -> [0, z^2/3 / (1 + z^2/3)] = 0.5615.
+    se = NDCG_QA / 3
+    one_of_three = (pytest.approx(0.061491, abs=1e-6), pytest.approx(0.792340, abs=1e-6))
+    assert got[0] == (
+        "v1",
+        pytest.approx(se),
+        pytest.approx(NDCG_QA / 3 - Z * se),
+        pytest.approx(NDCG_QA / 3 + Z * se),
+        *one_of_three,
+        *one_of_three,
+        pytest.approx(0.0, abs=1e-12),
+        pytest.approx((Z**2 / 3) / (1 + Z**2 / 3)),
+    )
+    assert pytest.approx(0.561497, abs=1e-6) == (Z**2 / 3) / (1 + Z**2 / 3)
+    # v2: one list, so no nDCG interval; 1 of 1 -> [1 / (1 + z^2), 1] = [0.2065, 1].
+    one_of_one = (pytest.approx(1 / (1 + Z**2)), pytest.approx(1.0))
+    assert got[1] == ("v2", None, None, None, *one_of_one, *one_of_one, *one_of_one)

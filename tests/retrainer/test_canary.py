@@ -127,3 +127,14 @@ def test_judge_rules(canary_mean: float, require_better: bool, expected: str) ->
     canary = ArmStats(version="v2", lists=10_000, mean=canary_mean, variance=0.01, ctr_at_10=0.5)
     policy = CanaryPolicy(margin=0.01, require_better=require_better)
     assert judge(production, canary, policy)[0] == expected
+
+
+@pytest.mark.parametrize(
+    ("wins", "losses", "expected"),
+    [(300, 200, "promote"), (250, 250, "promote"), (180, 320, "rollback"), (30, 10, "wait")],
+)
+def test_judge_interleaving(wins: int, losses: int, expected: str) -> None:
+    from retrainer.canary import judge_interleaving
+
+    policy = CanaryPolicy(margin=0.05)
+    assert judge_interleaving(wins, losses, policy)[0] == expected
