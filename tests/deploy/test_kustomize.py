@@ -37,6 +37,7 @@ from tests.deploy.manifests import (
     render,
     unknown_setting,
 )
+from tests.observability.promql import REQUIRED_ALERTS
 
 pytestmark = pytest.mark.integration
 
@@ -55,15 +56,6 @@ CUSTOM_GROUPS = {
         "cloudcoil-models-prometheus-operator carry them only as generated code); selectors "
         "are checked by test_service_monitors_* and PromQL by test_prometheus_rules_pass_promtool"
     ),
-}
-REQUIRED_ALERTS = {
-    "FlywheelSearchLatencyHigh",
-    "FlywheelSearchErrors",
-    "FlywheelConsumerLag",
-    "FlywheelOnlineNdcgDrop",
-    "FlywheelCanaryRolledBack",
-    "FlywheelRetrainFailing",
-    "FlywheelRetrainStale",
 }
 FLYWHEEL_IMAGE = "registry.example.com/flywheel"
 
