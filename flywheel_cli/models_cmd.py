@@ -7,6 +7,7 @@ change is appended to ``registry/events.jsonl`` with the OS user as the actor.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Annotated
 
 import typer
@@ -26,6 +27,16 @@ def _registry() -> tuple[Settings, ModelRegistry]:
 
 def _actor() -> str:
     return f"cli:{default_actor()}"
+
+
+def _change(action: Callable[[ModelRegistry], Pointers]) -> None:
+    """Apply one pointer change to the registry and show the result (exit 2 on refusal)."""
+    settings, registry = _registry()
+    try:
+        pointers = action(registry)
+    except FlywheelError as exc:
+        raise fail(exc) from exc
+    _show(pointers, settings)
 
 
 def _show(pointers: Pointers, settings: Settings) -> None:
@@ -48,23 +59,13 @@ def promote(
     ] = None,
 ) -> None:
     """Make the canary (or VERSION) production; the old production stays for rollback."""
-    settings, registry = _registry()
-    try:
-        pointers = registry.promote(version, actor=_actor())
-    except FlywheelError as exc:
-        raise fail(exc) from exc
-    _show(pointers, settings)
+    _change(lambda registry: registry.promote(version, actor=_actor()))
 
 
 @app.command()
 def rollback() -> None:
     """Serve the previous production again and stop any canary."""
-    settings, registry = _registry()
-    try:
-        pointers = registry.rollback(actor=_actor())
-    except FlywheelError as exc:
-        raise fail(exc) from exc
-    _show(pointers, settings)
+    _change(lambda registry: registry.rollback(actor=_actor()))
 
 
 canary_app = typer.Typer(no_args_is_help=True, help="Run, inspect and decide the canary.")
@@ -80,13 +81,8 @@ def canary_start(
     ] = None,
 ) -> None:
     """Route a share of sessions (stable per session_id) to VERSION."""
-    settings, registry = _registry()
-    try:
-        share = fraction if fraction is not None else settings.retrain.canary_fraction
-        pointers = registry.set_canary(version, share, actor=_actor())
-    except FlywheelError as exc:
-        raise fail(exc) from exc
-    _show(pointers, settings)
+    share = fraction if fraction is not None else Settings().retrain.canary_fraction
+    _change(lambda registry: registry.set_canary(version, share, actor=_actor()))
 
 
 @canary_app.command("status")
@@ -125,23 +121,13 @@ def canary_evaluate() -> None:
 @canary_app.command("promote")
 def canary_promote() -> None:
     """Make the canary production now (manual override of the controller)."""
-    settings, registry = _registry()
-    try:
-        pointers = registry.promote(actor=_actor())
-    except FlywheelError as exc:
-        raise fail(exc) from exc
-    _show(pointers, settings)
+    _change(lambda registry: registry.promote(actor=_actor()))
 
 
 @canary_app.command("rollback")
 def canary_rollback() -> None:
     """Stop the canary: every session goes to production again."""
-    settings, registry = _registry()
-    try:
-        pointers = registry.clear_canary(actor=_actor())
-    except FlywheelError as exc:
-        raise fail(exc) from exc
-    _show(pointers, settings)
+    _change(lambda registry: registry.clear_canary(actor=_actor()))
 
 
 @app.command("gc")
