@@ -7,8 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from services.events import Arm, ServingArm
-
-SearchMode = Literal["splade", "bm25", "hybrid"]
+from services.settings import SearchMode
 
 
 class ResultItem(BaseModel):

@@ -7,7 +7,6 @@ candidate on queries it has not seen.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -18,15 +17,14 @@ import duckdb
 
 from retrainer.training import TrainingExample
 from services.datasets.base import Qrels
-from services.datasets.protocol import query_id
+from services.datasets.protocol import in_hash_split, query_id
 
 logger = logging.getLogger(__name__)
 
 
 def is_heldout(norm_query: str, fraction: float) -> bool:
     """Whether a normalised query belongs to the held-out split (stable across runs)."""
-    digest = hashlib.sha256(norm_query.encode()).digest()
-    return int.from_bytes(digest[:8]) / 2**64 < fraction
+    return in_hash_split(norm_query, fraction)
 
 
 @dataclass(slots=True)

@@ -17,6 +17,8 @@ from services.ingest_settings import StoreSettings
 from services.kafka.config import KafkaSettings
 
 FilterKind = Literal["keyword", "range"]
+SearchMode = Literal["splade", "bm25", "hybrid"]
+"""Retrieval modes of GET /search: the SPLADE vector, BM25, or both fused by reciprocal rank."""
 
 
 class QdrantSettings(BaseModel):
@@ -74,6 +76,11 @@ class SearchSettings(BaseModel):
             brand="keyword", category="keyword", price="range"
         ),
         description="Payload fields shoppers may filter on, with a payload index of this kind.",
+    )
+    default_mode: SearchMode = Field(
+        default="hybrid",
+        description="Mode used when a request names none; chosen by benchmarks/flywheel.py "
+        "(README: 'Default search mode').",
     )
     interleaving: bool = Field(
         default=False,
@@ -189,6 +196,62 @@ class RetrainSettings(BaseModel):
     )
 
 
+class SimulatorSettings(BaseModel):
+    """Simulated shoppers (services.simulator): sessions arrive as a Poisson process, examine
+    results with position bias (the position-based model of Craswell et al., 2008) and click,
+    add to cart and buy with probabilities set by each product's true relevance grade."""
+
+    dataset: str | None = Field(
+        default=None,
+        description="Labelled set the shoppers' intents come from (e.g. 'homedepot'); None: "
+        "Home Depot when its data is found, else a generated catalog with graded relevance.",
+    )
+    sessions_per_s: float = Field(default=4.0, gt=0, description="Poisson arrival rate.")
+    queries_per_session: float = Field(
+        default=1.5, ge=1, description="Mean searches per session (geometric)."
+    )
+    k: int = Field(default=10, ge=1, le=100, description="Results a shopper is shown.")
+    mode: SearchMode | None = Field(default=None, description="None: the server's default.")
+    examination_decay: float = Field(
+        default=1.0, ge=0, description="P(examine rank r) = r ** -decay (position bias)."
+    )
+    click_noise: float = Field(
+        default=0.05, ge=0, le=1, description="P(click | examined, irrelevant or unjudged)."
+    )
+    click_top: float = Field(
+        default=0.9, ge=0, le=1, description="P(click | examined, the highest grade)."
+    )
+    cart_rate: float = Field(
+        default=0.4, ge=0, le=1, description="P(add to cart | click, the highest grade)."
+    )
+    purchase_rate: float = Field(default=0.5, ge=0, le=1, description="P(purchase | cart).")
+    holdout_fraction: float = Field(
+        default=0.2,
+        ge=0,
+        lt=1,
+        description="Labelled queries never issued by shoppers (hash of the query text), kept "
+        "to measure models on human labels the flywheel has not seen.",
+    )
+    concurrency: int = Field(default=8, ge=1, description="Sessions in flight at most.")
+    timeout_s: float = Field(default=10.0, gt=0)
+    seed: int = 42
+
+
+class DemoSettings(BaseModel):
+    """``flywheel demo``: rounds of simulated traffic, each ended by a retraining run."""
+
+    rounds: int = Field(default=4, ge=1, description="The demo ends after this many rounds.")
+    events_per_round: int = Field(
+        default=3000, ge=100, description="Retrain after this many shopper events."
+    )
+    products: int = Field(default=2000, ge=100, description="Size of the generated catalog.")
+    port: int = Field(default=8000, ge=0, le=65535, description="Search API port (0: any).")
+    storefront_port: int = Field(default=8001, ge=0, le=65535, description="0: any free port.")
+    max_minutes: float = Field(
+        default=12.0, gt=0, description="Hard bound: the demo stops after this long."
+    )
+
+
 class Settings(BaseSettings):
     """The root of the settings tree."""
 
@@ -205,6 +268,8 @@ class Settings(BaseSettings):
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     train: TrainSettings = Field(default_factory=TrainSettings)
     retrain: RetrainSettings = Field(default_factory=RetrainSettings)
+    simulator: SimulatorSettings = Field(default_factory=SimulatorSettings)
+    demo: DemoSettings = Field(default_factory=DemoSettings)
 
     @cached_property
     def registry_dir(self) -> Path:

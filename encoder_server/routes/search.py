@@ -15,13 +15,13 @@ from pydantic import StringConstraints
 from encoder_server.deps import HolderDep, SinkDep
 from encoder_server.holder import LoadedModel, Routing
 from encoder_server.query_filters import parse_filters
-from encoder_server.schemas import ErrorResponse, ResultItem, SearchMode, SearchResponse
+from encoder_server.schemas import ErrorResponse, ResultItem, SearchResponse
 from services.errors import QueryError, SearchIndexError
 from services.events import Arm, QueryEvent
 from services.index.base import Hit, SearchFilters
 from services.interleaving import TEAM_A, TEAM_B, rng_for, team_draft
 from services.metrics import SEARCH_LATENCY, SEARCH_REQUESTS, SEARCH_RESULTS
-from services.settings import SearchSettings
+from services.settings import SearchMode, SearchSettings
 
 KNOWN_PARAMS = frozenset({"q", "k", "page", "mode", "filter", "session_id", "client_id"})
 
@@ -142,7 +142,10 @@ def build_router(limits: SearchSettings) -> APIRouter:
             limits.default_k
         ),
         page: Annotated[int, Query(ge=1, le=limits.max_page, description="1-based page.")] = 1,
-        mode: Annotated[SearchMode, Query(description="Retrieval mode.")] = "splade",
+        mode: Annotated[
+            SearchMode | None,
+            Query(description=f"Retrieval mode; default {limits.default_mode}."),
+        ] = None,
         filter: Annotated[
             list[Annotated[str, StringConstraints(pattern=filter_pattern(limits))]] | None,
             Query(description="FIELD:VALUE (any of, per field) or FIELD:LOW..HIGH; repeatable."),
@@ -163,6 +166,7 @@ def build_router(limits: SearchSettings) -> APIRouter:
         if routing is None:
             raise SearchIndexError("No model is loaded yet; see /readyz.")
         text = " ".join(q.split())
+        mode = mode or limits.default_mode
         offset = (page - 1) * k
         query_id = uuid.uuid4().hex
         served = _serve(

@@ -23,6 +23,17 @@ def query_id(text: str) -> str:
     return hashlib.sha1(normalise_query(text).encode("utf-8")).hexdigest()[:16]
 
 
+def in_hash_split(text: str, fraction: float, *, salt: str = "") -> bool:
+    """Whether a query falls in the ``fraction`` split chosen by hashing its normalised text.
+
+    Stable across runs and machines, so a query is on the same side every time. Different
+    ``salt`` values give independent splits (the simulator's held-out queries and the
+    retrainer's gate queries must not coincide, or the gate would never see any).
+    """
+    digest = hashlib.sha256((salt + normalise_query(text)).encode()).digest()
+    return int.from_bytes(digest[:8]) / 2**64 < fraction
+
+
 def add_judgment(qrels: Qrels, qid: str, pid: str, grade: int) -> None:
     """Record a graded judgment; a (query, product) pair judged twice keeps its highest grade."""
     judged = qrels.setdefault(qid, {})

@@ -33,7 +33,7 @@ def test_search_returns_ranked_attributed_results(client: TestClient, sink: Memo
     body = response.json()
     assert body["model_version"] == "v1"
     assert body["arm"] == "production"
-    assert body["mode"] == "splade"
+    assert body["mode"] == "hybrid"  # the default mode (SearchSettings.default_mode)
     assert len(body["results"]) == 5
     assert [r["position"] for r in body["results"]] == [1, 2, 3, 4, 5]
     scores = [r["score"] for r in body["results"]]
@@ -108,7 +108,7 @@ def test_health_ready_metrics(client: TestClient) -> None:
     ready = client.get("/readyz").json()
     assert ready["ready"] is True
     assert ready["models"] == [{"version": "v1", "arm": "production", "products": 400}]
-    client.get("/search", params={"q": "hammer"})
+    client.get("/search", params={"q": "hammer", "mode": "splade"})
     metrics = client.get("/metrics").text
     assert (
         'flywheel_search_latency_seconds_bucket{le="0.001",mode="splade",stage="encode"}' in metrics
