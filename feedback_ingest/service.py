@@ -14,7 +14,13 @@ from types import FrameType
 from prometheus_client import start_http_server
 
 from feedback_ingest.consumer import Ingestor
-from feedback_ingest.store import EventStore, StoreError, refresh_derived, write_snapshot
+from feedback_ingest.store import (
+    EventStore,
+    StoreError,
+    latest_snapshot,
+    refresh_derived,
+    write_snapshot,
+)
 from services.metrics import (
     INTERLEAVING_LISTS,
     ONLINE_ADD_TO_CART,
@@ -42,6 +48,27 @@ def store_path(settings: Settings) -> Path:
 def exports_dir(settings: Settings) -> Path:
     """Where Parquet snapshots go (the retrainer reads only these)."""
     return settings.home / "exports"
+
+
+def request_snapshot(settings: Settings, wait_s: float = 60) -> Path:
+    """Ask the running ingest (which owns the DuckDB file) for a snapshot and wait for it.
+
+    Raises:
+        StoreError: no new snapshot appeared within ``wait_s`` (the ingest is stuck or gone).
+    """
+    exports = exports_dir(settings)
+    before = latest_snapshot(exports)
+    exports.mkdir(parents=True, exist_ok=True)
+    (exports / SNAPSHOT_REQUEST).touch()
+    deadline = time.monotonic() + wait_s
+    while (found := latest_snapshot(exports)) == before and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if found is None or found == before:
+        raise StoreError(
+            f"the running ingest did not write a snapshot within {wait_s:.0f} s; is it "
+            "stuck? See its log."
+        )
+    return found
 
 
 def publish_online_metrics(store: EventStore, settings: Settings) -> None:
@@ -108,6 +135,8 @@ def run_ingest(
     exports = exports_dir(settings)
     request = exports / SNAPSHOT_REQUEST
     last_snapshot = last_metrics = last_record = time.monotonic()
+    changed = False
+    window = cfg.store.derived.attribution_window_s
     try:
         ingestor.start()
         while not stop.is_set():
@@ -120,6 +149,7 @@ def run_ingest(
             if stats.records:
                 logger.debug("batch: %s", stats)
                 last_record = now
+                changed = True
             elif idle_exit_s is not None and now - last_record >= idle_exit_s:
                 logger.info("no events for %.0f s; exiting", idle_exit_s)
                 break
@@ -128,9 +158,14 @@ def run_ingest(
                 request.unlink(missing_ok=True)
                 logger.info("snapshot %s", folder.name)
                 last_snapshot = last_metrics = now
-            elif now - last_metrics >= cfg.online_metrics_interval_s:
+            elif now - last_metrics >= cfg.online_metrics_interval_s and (
+                # An idle ingest recomputes once more when the last lists' attribution
+                # windows have closed, then leaves the cores alone until events arrive.
+                changed or last_metrics < last_record + window <= now
+            ):
                 publish_online_metrics(store, settings)
                 last_metrics = now
+                changed = False
         # Leave derived tables (judgments, pairs, online metrics) current for readers.
         publish_online_metrics(store, settings)
     finally:

@@ -1,138 +1,444 @@
-"""``flywheel demo``: the whole loop on one machine with embedded components.
+"""``flywheel demo``: the whole flywheel on one machine, bounded, with a live table and a report.
 
-Starts the Kafka-compatible broker, the ingest and the search service, indexes a generated
-catalog with the bundled SPLADE model, then searches and clicks like a storefront would and
-shows where the events landed.
+Starts the Kafka-compatible broker, the ingest (Kafka -> DuckDB), the search service and the
+storefront page, then lets simulated shoppers (services.simulator) search and shop over HTTP.
+Every ``events_per_round`` shopper events a round ends: the ingest snapshots, and either the
+canary controller judges a running canary on online nDCG, or the retrainer fine-tunes a
+candidate from the feedback, gates it on held-out nDCG and starts it as a canary. Each round
+also measures production (and the canary) on held-out labelled queries the shoppers never issue.
+The demo ends after ``rounds`` rounds or ``max_minutes``, or on Ctrl-C, and always writes
+``reports/flywheel.html``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
+import shutil
+import socket
+import tempfile
 import threading
 import time
+from collections import Counter
+from pathlib import Path
 from typing import Annotated
 
-import httpx
 import typer
-import uvicorn
-from prometheus_client import REGISTRY
-from rich.table import Table
+from rich.console import Group
+from rich.live import Live
+from rich.text import Text
 
-from encoder_server.app import create_app
-from feedback_ingest.service import run_ingest, store_path
-from flywheel_cli.main import app, console, index
-from services.kafka.broker import EmbeddedBroker, ensure_topics
-from services.registry import ModelRegistry
+from flywheel_cli.demo_report import RoundRecord, rounds_table, write_report
+from flywheel_cli.main import app, console
+from services.errors import FlywheelError
 from services.settings import Settings
-from services.synthetic import generate_catalog, write_catalog_jsonl
+from services.simulator import IntentPool, ShopperTraffic, TrafficStats, load_intents
 
-SAMPLE_QUERIES = [
-    "cordless drill",
-    "brushed nickel kitchen faucet",
-    "led bulb",
-    "garden hose 10 ft",
-    "angle bracket",
-]
+logger = logging.getLogger(__name__)
+
+HELDOUT_QUERIES = 300
+"""Held-out labelled queries measured each round (a sample, to keep rounds short on a CPU)."""
 
 
-def _wait_ready(client: httpx.Client, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        with contextlib.suppress(httpx.TransportError):
-            if client.get("/readyz").status_code == 200:
-                return
-        time.sleep(0.2)
-    raise typer.Exit(code=1)
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
-def _ingested() -> float:
-    """Events this process's ingest has read so far (from its Prometheus counters)."""
-    return sum(
-        sample.value
-        for metric in REGISTRY.collect()
-        if metric.name == "flywheel_events_ingested"
-        for sample in metric.samples
-        if sample.name.endswith("_total")
-    )
+def demo_settings(base: Settings, home: Path, ports: tuple[int, int]) -> Settings:
+    """The settings the demo runs with: its own home and CPU-sized rounds."""
+    settings = base.model_copy(deep=True)
+    settings.home = home
+    cfg = settings.demo
+    settings.server.port = ports[0]
+    settings.server.cors_origins = [f"http://127.0.0.1:{ports[1]}", f"http://localhost:{ports[1]}"]
+    settings.server.registry_poll_s = 1.0
+    settings.ingest.metrics_port = 0
+    settings.ingest.online_metrics_interval_s = 5.0
+    # Online metrics count a list once its attribution window closes; simulated shoppers act
+    # at once, so seconds are enough here (30 minutes in production).
+    settings.ingest.store.derived.attribution_window_s = 3.0
+    settings.train.max_examples = min(settings.train.max_examples, cfg.train_examples)
+    settings.retrain.canary_fraction = cfg.canary_fraction
+    settings.retrain.canary.min_lists_per_arm = cfg.min_lists_per_arm
+    settings.retrain.canary.max_lists_per_arm = cfg.max_lists_per_arm
+    settings.retrain.min_new_pairs = min(settings.retrain.min_new_pairs, 100)
+    settings.retrain.gate.min_heldout_queries = min(settings.retrain.gate.min_heldout_queries, 20)
+    settings.retrain.heldout_fraction = cfg.gate_heldout_fraction
+    settings.retrain.gate.max_p_value = cfg.gate_max_p_value
+    return settings
 
 
-def _wait_ingested(expected: int, timeout_s: float = 30) -> None:
-    deadline = time.monotonic() + timeout_s
-    while _ingested() < expected and time.monotonic() < deadline:
-        time.sleep(0.2)
+def _bootstrap(settings: Settings, pool: IntentPool) -> None:
+    """Register the bundled model as v1, index the catalog with it and make it production."""
+    from flywheel_cli.main import progress_bar
+    from services.catalog_store import save_products
+    from services.encoding.package import register_pretrained
+    from services.indexing import index_products
+    from services.registry import ModelRegistry
+
+    registry = ModelRegistry(settings.registry_dir)
+    card = register_pretrained(registry, "bundled", settings.encoder)
+    products = pool.labelled.products
+    save_products(products, settings.home)
+    with progress_bar() as bar:
+        task = bar.add_task(f"indexing {len(products)} products with v1", total=len(products))
+        index_products(
+            settings, card.version, products, progress=lambda n: bar.advance(task, n)
+        ).close()
+    registry.set_production(card.version)
 
 
-def _shop(client: httpx.Client) -> Table:
-    """Search like a storefront and click the second result of every list."""
-    table = Table("query", "top results", "model", "ms", title="GET /search")
-    for n, q in enumerate(SAMPLE_QUERIES):
-        body = client.get("/search", params={"q": q, "k": 3, "session_id": "demo"}).json()
-        titles = "\n".join(r["payload"].get("title", r["id"]) for r in body["results"])
-        table.add_row(q, titles, body["model_version"], f"{body['took_ms']:.1f}")
-        events = [
-            {
-                "event_id": f"demo-{n}-imp-{r['position']}",
-                "query_id": body["query_id"],
-                "action_name": "impression",
-                "object_id": r["id"],
-                "position": r["position"],
-            }
-            for r in body["results"]
-        ]
-        second = body["results"][1]
-        events.append(
-            {
-                "event_id": f"demo-{n}-click",
-                "query_id": body["query_id"],
-                "action_name": "click",
-                "object_id": second["id"],
-                "position": 2,
-            }
+class HeldOut:
+    """nDCG@10 on held-out labelled queries, per model version and mode, computed in-process on
+    private copies of the versions' indexes (the server keeps its own open)."""
+
+    def __init__(self, settings: Settings, pool: IntentPool, scratch: Path) -> None:
+        from services.datasets.base import LabelledSet
+        from services.datasets.protocol import sample_queries
+
+        self.settings = settings
+        self.scratch = scratch
+        self.labelled = pool.labelled
+        heldout = {i.query_id for i in pool.heldout}
+        eligible = [q for q in sorted(heldout) if len(self.labelled.qrels.get(q, {})) >= 1]
+        restricted = LabelledSet(
+            name=self.labelled.name,
+            products=[],
+            queries={q: self.labelled.queries[q] for q in eligible},
+            qrels={q: self.labelled.qrels[q] for q in eligible},
+            max_grade=self.labelled.max_grade,
         )
-        client.post("/events", json={"events": events}).raise_for_status()
-    _wait_ingested(len(SAMPLE_QUERIES) * 5)  # each list: the query, 3 impressions, 1 click
-    return table
+        self.qids = sample_queries(
+            restricted, min(HELDOUT_QUERIES, len(eligible)), min_judged=1, seed=42
+        )
+        self.qrels = {q: self.labelled.qrels[q] for q in self.qids}
+        self.cache: dict[tuple[str, str], float] = {}
+
+    def measure(self, version: str, *, bm25: bool = False) -> dict[str, float]:
+        """{'VERSION SPLADE': .., 'VERSION hybrid': ..} (and 'BM25'), cached per version."""
+        from retrainer.scratch import readable_index
+        from services.encoding.versions import onnx_encoder
+        from services.evaluation.metrics import evaluate_runs
+        from services.evaluation.systems import bm25_run, hits_to_run, splade_run
+        from services.index.bm25 import Bm25Encoder
+        from services.registry import ModelRegistry
+
+        wanted = [(version, "SPLADE"), (version, "hybrid")] + ([("", "BM25")] if bm25 else [])
+        if all(key in self.cache for key in wanted):
+            return {f"{v} {m}".strip(): self.cache[(v, m)] for v, m in wanted}
+        registry = ModelRegistry(self.settings.registry_dir)
+        encoder = onnx_encoder(registry, version)
+        with tempfile.TemporaryDirectory(dir=self.scratch) as tmp:
+            index = readable_index(self.settings, version, Path(tmp))
+            try:
+                runs = {"SPLADE": splade_run(index, encoder, self.labelled, self.qids)}
+                words = Bm25Encoder()
+                vectors = [
+                    (
+                        encoder.encode_query(self.labelled.queries[q]),
+                        words.encode_query(self.labelled.queries[q]),
+                    )
+                    for q in self.qids
+                ]
+                runs["hybrid"] = hits_to_run(
+                    self.qids, [index.hybrid_search(s, b, limit=100) for s, b in vectors]
+                )
+                if bm25:
+                    runs["BM25"] = bm25_run(index, self.labelled, self.qids)
+            finally:
+                index.close()
+        report = evaluate_runs(self.qrels, runs, dataset="held-out")
+        for mode in runs:
+            self.cache[("" if mode == "BM25" else version, mode)] = report.mean(mode)
+        return {f"{v} {m}".strip(): self.cache[(v, m)] for v, m in wanted}
+
+
+class Loop:
+    """One demo run: the services in the background, rounds in the foreground."""
+
+    def __init__(self, settings: Settings, pool: IntentPool, traffic: ShopperTraffic) -> None:
+        self.settings = settings
+        self.pool = pool
+        self.traffic = traffic
+        self.rounds: list[RoundRecord] = []
+        self.phase = "starting"
+        self.started = time.monotonic()
+        self.heldout = HeldOut(settings, pool, settings.home)
+        self._mark = self._counters()
+
+    def _counters(self) -> tuple[float, int, Counter[str]]:
+        stats = self.traffic.stats
+        return time.monotonic(), stats.searches, Counter(stats.actions)
+
+    def render(self) -> Group:
+        stats: TrafficStats = self.traffic.stats
+        p99 = stats.latency_percentile(0.99)
+        line = Text.assemble(
+            ("now: ", "bold"),
+            f"{self.phase}\n{stats.searches} searches ({stats.searches_per_s():.1f}/s), "
+            f"{stats.events_sent} events, {stats.events_rejected} rejected, "
+            f"{stats.search_errors} errors, p99 {p99 or 0:.1f} ms, "
+            f"{time.monotonic() - self.started:.0f} s",
+        )
+        return Group(rounds_table(self.rounds), line)
+
+    def wait_for_events(self, target: int, deadline: float) -> bool:
+        """Until the shoppers have sent ``target`` events; False when the time is up."""
+        while self.traffic.stats.events_sent < target:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.25)
+        return True
+
+    def finish_round(self, number: int) -> RoundRecord:
+        """Snapshot, then judge the canary or retrain, then measure; returns the round."""
+        from feedback_ingest.service import request_snapshot
+        from retrainer.canary import arm_stats, run_controller
+        from retrainer.pipeline import run_retrain
+        from services.registry import ModelRegistry
+
+        ended, searches, actions = self._counters()
+        began, searches0, actions0 = self._mark
+        p50, p99 = (self.traffic.stats.latency_percentile(q, since=searches0) for q in (0.5, 0.99))
+        self.phase = f"round {number}: snapshot"
+        snapshot = request_snapshot(self.settings)
+        registry = ModelRegistry(self.settings.registry_dir)
+        before = registry.pointers()
+        online = {}
+        for arm, version in (("production", before.production), ("canary", before.canary)):
+            if version:
+                stats = arm_stats(snapshot, version, arm)
+                online[f"{arm} {version}"] = (stats.mean, stats.lists)
+        if before.canary:
+            self.phase = f"round {number}: judging canary {before.canary}"
+            verdict = run_controller(self.settings)
+            decision = f"canary {before.canary}: {verdict.decision} ({verdict.reason})"
+            verb = {"promote": "promoted", "rollback": "rolled back", "wait": "waits"}
+            short = f"{verb[verdict.decision]} {before.canary}"
+        else:
+
+            def stage(name: str) -> None:
+                self.phase = f"round {number}: retraining ({name})"
+
+            # On a laptop the trainer shares the cores with everything else; in production it
+            # runs elsewhere. Pausing arrivals keeps rounds short and latencies honest.
+            self.traffic.pause()
+            try:
+                outcome = run_retrain(self.settings, stage=stage)
+            finally:
+                self.traffic.resume()
+            decision = f"retrain: {outcome.status} ({outcome.message})"
+            short = f"retrain {outcome.status}"
+            if outcome.decision is not None:
+                d = outcome.decision
+                short = f"{'canary' if d.passed else 'rejected'} {d.candidate}"
+                decision = (
+                    f"gate {'passed' if d.passed else 'rejected'} {d.candidate}: held-out "
+                    f"{d.heldout['production']:.3f} -> {d.heldout['candidate']:.3f}"
+                    f" (p={d.p_value:.2g}); {outcome.status}"
+                )
+        after = registry.pointers()
+        assert after.production is not None
+        self.phase = f"round {number}: measuring held-out nDCG"
+        heldout = self.heldout.measure(after.production, bm25=True)
+        if after.canary:
+            heldout |= self.heldout.measure(after.canary)
+        record = RoundRecord(
+            round=number,
+            production=after.production,
+            canary=after.canary,
+            decision=decision,
+            outcome=short,
+            heldout_ndcg=heldout,
+            online_ndcg=online,
+            searches_per_s=(searches - searches0) / max(ended - began, 1e-9),
+            p50_ms=p50,
+            p99_ms=p99,
+            events=dict(actions - actions0),
+            seconds=round(time.monotonic() - self.started, 1),
+        )
+        self.rounds.append(record)
+        self._mark = self._counters()  # the next round's rates cover its shopping only
+        return record
+
+
+def _facts(settings: Settings, pool: IntentPool, urls: dict[str, str]) -> dict[str, str]:
+    cfg = settings.demo
+    return {
+        "catalog": f"{pool.labelled.name}: {len(pool.labelled.products)} products, "
+        f"{len(pool.train)} shopper queries, {len(pool.heldout)} held-out queries",
+        "shoppers": f"Poisson arrivals at {settings.simulator.sessions_per_s}/s, position-based "
+        f"examination r^-{settings.simulator.examination_decay}, click noise "
+        f"{settings.simulator.click_noise}",
+        "rounds": f"{cfg.rounds} x {cfg.events_per_round} events; training pairs per run "
+        f"{settings.train.max_examples}; canary fraction {cfg.canary_fraction}",
+        "gate": f"held-out feedback queries {settings.retrain.heldout_fraction:.0%}, gain >= "
+        f"{settings.retrain.gate.min_gain} at p <= {settings.retrain.gate.max_p_value}; canary "
+        f"judged on online nDCG@10 after {settings.retrain.canary.min_lists_per_arm} lists/arm",
+        "search mode": f"{settings.search.default_mode} (the server default)",
+        **urls,
+        "home": str(settings.home),
+    }
 
 
 @app.command()
 def demo(
-    products: Annotated[int, typer.Option(help="Size of the generated catalog.")] = 2000,
-    port: Annotated[int, typer.Option(help="Port of the search service.")] = 8000,
-    serve: Annotated[bool, typer.Option(help="Keep serving after the sample session.")] = True,
+    rounds: Annotated[int | None, typer.Option(help="Rounds before the demo ends.")] = None,
+    events_per_round: Annotated[
+        int | None, typer.Option(help="Shopper events between retraining runs.")
+    ] = None,
+    products: Annotated[int | None, typer.Option(help="Catalog size (generated/sampled).")] = None,
+    port: Annotated[int | None, typer.Option(help="Search API port (0: any free).")] = None,
+    storefront_port: Annotated[
+        int | None, typer.Option(help="Storefront page port (0: any free).")
+    ] = None,
+    max_minutes: Annotated[float | None, typer.Option(help="Hard time bound.")] = None,
+    report: Annotated[Path | None, typer.Option(help="HTML report path.")] = None,
+    fresh: Annotated[
+        bool, typer.Option(help="Start from an empty demo home ($FLYWHEEL_HOME/demo).")
+    ] = True,
 ) -> None:
-    """Run broker, ingest and search on a generated catalog, and shop a little."""
-    settings = Settings()
-    with contextlib.ExitStack() as stack:
-        if not settings.kafka.bootstrap_servers:
-            broker = stack.enter_context(EmbeddedBroker().start())
-            settings.kafka.bootstrap_servers = broker.bootstrap_servers
-        ensure_topics(settings.kafka.bootstrap(), settings.kafka.topics())
+    """Run the flywheel end to end on simulated shoppers, then write reports/flywheel.html."""
+    base = Settings()
+    overrides = {
+        "rounds": rounds,
+        "events_per_round": events_per_round,
+        "products": products,
+        "port": port,
+        "storefront_port": storefront_port,
+        "max_minutes": max_minutes,
+        "report": report,
+    }
+    base.demo = base.demo.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+    cfg = base.demo
+    ports = (cfg.port or _free_port(), cfg.storefront_port or _free_port())
+    home = base.home / "demo"
+    if fresh:
+        shutil.rmtree(home, ignore_errors=True)
+    home.mkdir(parents=True, exist_ok=True)
+    settings = demo_settings(base, home, ports)
+    try:
+        pool = load_intents(settings.simulator, products=cfg.products)
+        from services.registry import ModelRegistry
+
         if ModelRegistry(settings.registry_dir).pointers().production is None:
-            catalog = write_catalog_jsonl(
-                generate_catalog(products), settings.home / "demo" / "catalog.jsonl"
-            )
-            index(catalog=catalog, id_column=None, text_column=None, model=None)
-        stop = threading.Event()
-        settings.ingest.metrics_port = 0
-        ingest = threading.Thread(
-            target=run_ingest, args=(settings,), kwargs={"stop": stop}, name="ingest", daemon=True
+            _bootstrap(settings, pool)
+        _run(settings, pool, ports)
+    except FlywheelError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(code=1) from exc
+
+
+def _start_services(
+    stack: contextlib.ExitStack, settings: Settings, ports: tuple[int, int]
+) -> tuple[str, str]:
+    """Broker (unless Kafka is configured), ingest, search API and storefront; their URLs."""
+    from encoder_server.app import create_app
+    from feedback_ingest.service import run_ingest
+    from flywheel_cli.storefront import serve_storefront
+    from flywheel_cli.threaded import serve_in_thread
+    from services.kafka.broker import EmbeddedBroker, ensure_topics
+
+    if not settings.kafka.bootstrap_servers:
+        broker = stack.enter_context(EmbeddedBroker().start())
+        settings.kafka.bootstrap_servers = broker.bootstrap_servers
+    ensure_topics(settings.kafka.bootstrap(), settings.kafka.topics())
+    stop_ingest = threading.Event()
+    ingest = threading.Thread(
+        target=run_ingest,
+        args=(settings,),
+        kwargs={"stop": stop_ingest},
+        name="ingest",
+        daemon=True,
+    )
+    ingest.start()
+    stack.callback(ingest.join, 30)
+    stack.callback(stop_ingest.set)
+    api = stack.enter_context(serve_in_thread(create_app(settings), port=ports[0]))
+    shop = stack.enter_context(serve_storefront(api, port=ports[1]))
+    return api, shop
+
+
+def _log_to_file(path: Path) -> None:
+    """Send logs to a file: the live table owns the terminal, and each search logs a line."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root.addHandler(handler)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+def _run(settings: Settings, pool: IntentPool, ports: tuple[int, int]) -> None:
+    cfg = settings.demo
+    _log_to_file(settings.home / "demo.log")
+    finished = False
+    with contextlib.ExitStack() as stack:
+        api, shop = _start_services(stack, settings, ports)
+        urls = {"search API": f"{api}/docs", "storefront": shop, "status page": f"{api}/status"}
+        traffic = ShopperTraffic(api, pool, settings.simulator)
+        stop_shoppers = threading.Event()
+        shoppers = traffic.start_thread(stop_shoppers)
+        stack.callback(shoppers.join, 30)
+        stack.callback(stop_shoppers.set)
+        loop = Loop(settings, pool, traffic)
+        facts = _facts(settings, pool, urls)
+        console.print(
+            f"storefront: {shop}   search API: {api}/docs   status: {api}/status\n"
+            f"log: {settings.home / 'demo.log'}   Ctrl-C stops (the report is still written)"
         )
-        ingest.start()
-        stack.callback(ingest.join, 30)
-        stack.callback(stop.set)
-        server = uvicorn.Server(
-            uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
-        )
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        base = f"http://127.0.0.1:{port}"
-        with httpx.Client(base_url=base, timeout=10) as client:
-            _wait_ready(client)
-            console.print(_shop(client))
-        if serve:
-            console.print(f"serving on {base}/search?q=… (docs: {base}/docs); Ctrl-C stops")
-            with contextlib.suppress(KeyboardInterrupt):
-                thread.join()
-        server.should_exit = True
-        thread.join(timeout=10)
-    console.print(f"events are in {store_path(settings)}; snapshots: `flywheel snapshot`")
+        deadline = loop.started + cfg.max_minutes * 60
+        try:
+            with Live(
+                loop.render(), console=console, refresh_per_second=2, vertical_overflow="visible"
+            ) as live:
+                refresher = threading.Thread(
+                    target=_refresh, args=(live, loop, stop_shoppers), daemon=True
+                )
+                refresher.start()
+                loop.rounds.append(_round_zero(loop))
+                for number in range(1, cfg.rounds + 1):
+                    loop.phase = f"round {number}: shoppers shopping"
+                    target = traffic.stats.events_sent + cfg.events_per_round
+                    if not loop.wait_for_events(target, deadline):
+                        loop.phase = "time is up"
+                        break
+                    loop.finish_round(number)
+                    write_report(cfg.report, loop.rounds, facts, finished=False)
+                else:
+                    finished = True
+                live.update(loop.render())
+        except KeyboardInterrupt:
+            console.print("[yellow]Ctrl-C: stopping shoppers, ingest and services…[/yellow]")
+        finally:
+            stop_shoppers.set()
+            path = write_report(cfg.report, loop.rounds, facts, finished=finished)
+            console.print(f"\nreport: {path.resolve()}")
+    console.print(f"events are in {settings.home / 'events.duckdb'}")
+
+
+def _round_zero(loop: Loop) -> RoundRecord:
+    """The starting point: the bundled model and BM25 on the held-out queries."""
+    from services.registry import ModelRegistry
+
+    production = ModelRegistry(loop.settings.registry_dir).pointers().production
+    assert production is not None
+    loop.phase = "round 0: measuring the bundled model"
+    return RoundRecord(
+        round=0,
+        production=production,
+        canary=None,
+        decision="start: bundled SPLADE off the shelf",
+        outcome="start",
+        heldout_ndcg=loop.heldout.measure(production, bm25=True),
+        seconds=round(time.monotonic() - loop.started, 1),
+    )
+
+
+def _refresh(live: Live, loop: Loop, stop: threading.Event) -> None:
+    while not stop.wait(0.5):
+        with contextlib.suppress(Exception):  # a render racing a round's update is retried
+            live.update(loop.render())

@@ -172,32 +172,19 @@ def snapshot(
     wait_s: Annotated[float, typer.Option(help="How long to wait for a running ingest.")] = 60,
 ) -> None:
     """Write a Parquet snapshot of events and derived data under $FLYWHEEL_HOME/exports."""
-    import time
-
-    from feedback_ingest.service import SNAPSHOT_REQUEST, exports_dir, store_path
-    from feedback_ingest.store import EventStore, StoreLockedError, latest_snapshot, write_snapshot
+    from feedback_ingest.service import exports_dir, request_snapshot, store_path
+    from feedback_ingest.store import EventStore, StoreLockedError, write_snapshot
 
     settings = Settings()
-    exports = exports_dir(settings)
     try:
-        with EventStore(store_path(settings), settings.ingest.store) as store:
-            folder = write_snapshot(store, exports, keep=settings.ingest.store.keep_snapshots)
-    except StoreLockedError:
-        # A running `flywheel ingest` owns the file: ask it, and wait for the new snapshot.
-        before = latest_snapshot(exports)
-        exports.mkdir(parents=True, exist_ok=True)
-        (exports / SNAPSHOT_REQUEST).touch()
-        deadline = time.monotonic() + wait_s
-        while (found := latest_snapshot(exports)) == before and time.monotonic() < deadline:
-            time.sleep(0.2)
-        if found is None or found == before:
-            raise fail(
-                FlywheelError(
-                    f"the running ingest did not write a snapshot within {wait_s:.0f} s; is it "
-                    "stuck? See its log."
+        try:
+            with EventStore(store_path(settings), settings.ingest.store) as store:
+                folder = write_snapshot(
+                    store, exports_dir(settings), keep=settings.ingest.store.keep_snapshots
                 )
-            ) from None
-        folder = found
+        except StoreLockedError:
+            # A running `flywheel ingest` owns the file: ask it, and wait for the new snapshot.
+            folder = request_snapshot(settings, wait_s)
     except FlywheelError as exc:
         raise fail(exc) from exc
     console.print(f"snapshot written: {folder}")

@@ -36,7 +36,16 @@ def serve_in_thread(
         time.sleep(0.05)
     bound = server.servers[0].sockets[0].getsockname()[1]
     try:
-        yield f"http://{host}:{bound}"
+        yield f"http://{_url_host(host)}:{bound}"
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+def _url_host(host: str) -> str:
+    """A host to put in a URL: a wildcard bind address is reached on loopback."""
+    if host in ("", "0.0.0.0"):
+        return "127.0.0.1"
+    if host == "::":
+        return "[::1]"
+    return f"[{host}]" if ":" in host else host

@@ -180,8 +180,13 @@ def run_controller(settings: Settings, *, apply: bool = True) -> CanaryDecision:
         # Canary-bucket sessions see interleaved lists: judge by who won them instead.
         wins, losses = interleaving_record(snapshot, pointers.canary, pointers.production)
         decision, reason, diff, lower, upper = judge_interleaving(wins, losses, policy)
+        evidence = wins + losses
     else:
         decision, reason, diff, lower, upper = judge(production, canary, policy)
+        evidence = min(production.lists, canary.lists)
+    if decision == "wait" and policy.max_lists_per_arm and evidence >= policy.max_lists_per_arm:
+        decision = "rollback"
+        reason = f"inconclusive after {evidence} lists per arm ({reason})"
     record = CanaryDecision(
         decision=decision,
         reason=reason,

@@ -167,6 +167,12 @@ class CanaryPolicy(BaseModel):
         default=False, description="Promote only if the canary is significantly better."
     )
     z: float = Field(default=1.96, gt=0, description="Normal quantile of the two-sided bound.")
+    max_lists_per_arm: int | None = Field(
+        default=20_000,
+        ge=2,
+        description="Still undecided with this many lists per arm: roll back as inconclusive "
+        "(a canary that cannot show it is not worse does not stay forever); None: wait.",
+    )
 
 
 class RetrainSettings(BaseModel):
@@ -203,8 +209,9 @@ class SimulatorSettings(BaseModel):
 
     dataset: str | None = Field(
         default=None,
-        description="Labelled set the shoppers' intents come from (e.g. 'homedepot'); None: "
-        "Home Depot when its data is found, else a generated catalog with graded relevance.",
+        description="Labelled set the shoppers' intents come from ('homedepot', 'esci:DIR', "
+        "'generated'); None: Home Depot when its data is found, else a generated catalog "
+        "with graded relevance.",
     )
     sessions_per_s: float = Field(default=4.0, gt=0, description="Poisson arrival rate.")
     queries_per_session: float = Field(
@@ -240,15 +247,44 @@ class SimulatorSettings(BaseModel):
 class DemoSettings(BaseModel):
     """``flywheel demo``: rounds of simulated traffic, each ended by a retraining run."""
 
-    rounds: int = Field(default=4, ge=1, description="The demo ends after this many rounds.")
+    rounds: int = Field(default=5, ge=1, description="The demo ends after this many rounds.")
     events_per_round: int = Field(
         default=3000, ge=100, description="Retrain after this many shopper events."
     )
-    products: int = Field(default=2000, ge=100, description="Size of the generated catalog.")
+    products: int = Field(
+        default=5000, ge=100, description="Catalog size (generated, or sampled from a large set)."
+    )
     port: int = Field(default=8000, ge=0, le=65535, description="Search API port (0: any).")
     storefront_port: int = Field(default=8001, ge=0, le=65535, description="0: any free port.")
     max_minutes: float = Field(
         default=12.0, gt=0, description="Hard bound: the demo stops after this long."
+    )
+    train_examples: int = Field(
+        default=1000, ge=10, description="Training pairs per retraining (CPU-sized)."
+    )
+    gate_heldout_fraction: float = Field(
+        default=0.3,
+        gt=0,
+        lt=1,
+        description="Share of feedback queries the gate holds out: more than in production, "
+        "since a demo round has minutes of feedback rather than hours.",
+    )
+    gate_max_p_value: float = Field(
+        default=0.1,
+        gt=0,
+        le=1,
+        description="The gate's significance level in the demo (production: retrain.gate); "
+        "the canary's online comparison is the second check.",
+    )
+    canary_fraction: float = Field(default=0.5, gt=0, le=1, description="Sessions on a canary.")
+    min_lists_per_arm: int = Field(
+        default=80, ge=2, description="Lists each arm needs before the canary is judged."
+    )
+    max_lists_per_arm: int = Field(
+        default=250, ge=2, description="An undecided canary is rolled back after this many."
+    )
+    report: Path = Field(
+        default=Path("reports/flywheel.html"), description="Where the HTML report is written."
     )
 
 

@@ -25,6 +25,10 @@ SPLIT_SALT = "simulator:"
 """Salt of the shoppers' held-out split (independent of the retrainer's gate split)."""
 
 
+GENERATED = "generated"
+"""``simulator.dataset`` value that asks for the generated catalog even when data is found."""
+
+
 @dataclass(frozen=True, slots=True)
 class Intent:
     """A query a shopper types and the true grades of products for it."""
@@ -63,8 +67,11 @@ class IntentPool:
 
 
 def load_intents(cfg: SimulatorSettings, *, products: int = 2000) -> IntentPool:
-    """The configured labelled set; Home Depot when found; else a generated catalog."""
-    if cfg.dataset:
+    """The configured labelled set, or Home Depot when found, or a generated catalog; a
+    labelled set larger than ``products`` is subsampled to it (see :func:`subsample`)."""
+    if cfg.dataset == GENERATED:
+        labelled = generate_labelled_set(generate_catalog(products))
+    elif cfg.dataset:
         labelled = load_dataset(cfg.dataset)
     else:
         try:
@@ -72,4 +79,33 @@ def load_intents(cfg: SimulatorSettings, *, products: int = 2000) -> IntentPool:
         except DatasetError as exc:
             logger.info("Home Depot data not found (%s); using a generated catalog", exc)
             labelled = generate_labelled_set(generate_catalog(products))
-    return IntentPool(labelled, cfg.holdout_fraction)
+    return IntentPool(subsample(labelled, products, seed=cfg.seed), cfg.holdout_fraction)
+
+
+def subsample(labelled: LabelledSet, max_products: int, *, seed: int = 42) -> LabelledSet:
+    """A smaller set with the same structure: whole queries (every judged product kept) until
+    half of ``max_products`` is judged, the rest random unjudged distractors. Lets the demo run
+    a large catalog such as Home Depot's in minutes on a laptop."""
+    if len(labelled.products) <= max_products:
+        return labelled
+    rng = random.Random(seed)
+    qids = sorted(q for q in labelled.queries if labelled.qrels.get(q))
+    rng.shuffle(qids)
+    judged: set[str] = set()
+    kept: list[str] = []
+    for qid in qids:
+        products = set(labelled.qrels[qid])
+        if len(judged | products) > max_products // 2:
+            break
+        judged |= products
+        kept.append(qid)
+    others = sorted(p.id for p in labelled.products if p.id not in judged)
+    keep = judged | set(rng.sample(others, min(len(others), max_products - len(judged))))
+    return LabelledSet(
+        name=f"{labelled.name}[{max_products}]",
+        products=[p for p in labelled.products if p.id in keep],
+        queries={q: labelled.queries[q] for q in kept},
+        qrels={q: labelled.qrels[q] for q in kept},
+        max_grade=labelled.max_grade,
+        notes=labelled.notes,
+    )

@@ -14,7 +14,7 @@ import logging
 import random
 import threading
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,7 +28,7 @@ from services.simulator.intents import IntentPool
 logger = logging.getLogger(__name__)
 
 LATENCY_WINDOW = 2000
-"""Searches kept for the rolling latency percentiles."""
+"""Searches behind the live latency percentiles."""
 
 
 @dataclass
@@ -44,7 +44,8 @@ class TrafficStats:
     events_pending: int = 0
     events_rejected: int = 0
     actions: Counter[str] = field(default_factory=Counter)
-    latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
+    latencies_ms: list[float] = field(default_factory=list)
+    """Every search's latency as the shopper saw it, in order (8 bytes a search)."""
     started: float = field(default_factory=time.monotonic)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -65,10 +66,12 @@ class TrafficStats:
         with self._lock:
             setattr(self, name, getattr(self, name) + 1)
 
-    def latency_percentile(self, q: float) -> float | None:
-        """The ``q``-quantile (0..1) of recent search latencies in ms, seen by the client."""
+    def latency_percentile(self, q: float, since: int | None = None) -> float | None:
+        """The ``q``-quantile (0..1) of search latencies in ms seen by the shoppers: of the
+        searches after the first ``since`` ones, or of the last :data:`LATENCY_WINDOW`."""
         with self._lock:
-            ordered = sorted(self.latencies_ms)
+            start = max(len(self.latencies_ms) - LATENCY_WINDOW, 0) if since is None else since
+            ordered = sorted(self.latencies_ms[start:])
         if not ordered:
             return None
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -93,6 +96,16 @@ class ShopperTraffic:
         self.cfg = cfg
         self.behaviour = ShopperBehaviour(cfg, pool.max_grade)
         self.stats = stats or TrafficStats()
+        self._open = threading.Event()
+        self._open.set()
+
+    def pause(self) -> None:
+        """Stop new sessions from arriving (those in flight finish)."""
+        self._open.clear()
+
+    def resume(self) -> None:
+        """Let sessions arrive again."""
+        self._open.set()
 
     async def run(self, stop: Callable[[], bool]) -> TrafficStats:
         """Start sessions until ``stop()`` is true, then let those in flight finish."""
@@ -107,6 +120,8 @@ class ShopperTraffic:
                 await asyncio.sleep(arrivals.expovariate(self.cfg.sessions_per_s))
                 if stop():
                     break
+                if not self._open.is_set():
+                    continue
                 if len(in_flight) >= self.cfg.concurrency:
                     self.stats.count("turned_away")
                     continue

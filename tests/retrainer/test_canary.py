@@ -138,3 +138,17 @@ def test_judge_interleaving(wins: int, losses: int, expected: str) -> None:
 
     policy = CanaryPolicy(margin=0.05)
     assert judge_interleaving(wins, losses, policy)[0] == expected
+
+
+def test_an_undecided_canary_is_rolled_back_after_max_lists(tmp_path: Path) -> None:
+    settings = home_with_canary(tmp_path)
+    settings.retrain.canary.min_lists_per_arm = 20
+    settings.retrain.canary.max_lists_per_arm = 60
+    # The same click rate on both arms and few lists: the bound straddles the margin.
+    traffic(settings, {"production": 0.5, "canary": 0.5}, lists=40, seed=5)
+    first = run_controller(settings)
+    assert first.decision == "wait" and "undecided" in first.reason
+    traffic(settings, {"production": 0.5, "canary": 0.5}, lists=40, seed=6)
+    second = run_controller(settings)
+    assert second.decision == "rollback" and "inconclusive after" in second.reason
+    assert ModelRegistry(settings.registry_dir).pointers().canary is None
