@@ -68,9 +68,11 @@ def rounds_table(rounds: list[RoundRecord], title: str = "flywheel demo") -> Tab
         padding=(0, 1),
         pad_edge=False,
     )
-    for column in ("#", "models", "BM25", "SPLADE", "hybrid", "online"):
-        table.add_column(column, no_wrap=True)
-    table.add_column("decision", no_wrap=True, min_width=14)
+    # The figures keep their width; the decision wraps when the terminal is narrow.
+    for column, width in (("#", 1), ("models", 5), ("BM25", 4), ("SPLADE", 9), ("hybrid", 9)):
+        table.add_column(column, no_wrap=True, min_width=width)
+    table.add_column("online", no_wrap=True, min_width=9)
+    table.add_column("decision", overflow="fold", min_width=8)
     table.add_column("q/s", justify="right", no_wrap=True)
     table.add_column("p99", justify="right", no_wrap=True)
     for r in rounds:
