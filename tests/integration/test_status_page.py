@@ -14,21 +14,11 @@ from services.kafka.broker import EmbeddedBroker
 from services.registry import CARD, ModelRegistry, atomic_write_text
 from services.status import CANARY_DECISIONS_LOG
 from tests.conftest import IndexedHome
-from tests.integration.conftest import start_server, stop_server
+from tests.integration.conftest import CHROMIUM, CHROMIUM_FLAGS, start_server, stop_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-CHROMIUM = shutil.which("chromium")
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+FLAGS = CHROMIUM_FLAGS
 
 
 @pytest.mark.skipif(

@@ -29,21 +29,10 @@ from services.kafka.broker import EmbeddedBroker, ensure_topics, free_port
 from services.kafka.config import KafkaSettings
 from services.settings import IngestSettings, Settings
 from tests.conftest import IndexedHome
-from tests.integration.conftest import start_server, stop_server
+from tests.integration.conftest import CHROMIUM, CHROMIUM_FLAGS, start_server, stop_server
 
-CHROMIUM = shutil.which("chromium")
 CHROMEDRIVER = shutil.which("chromedriver")
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--window-size=1200,900",
-]
+FLAGS = [*CHROMIUM_FLAGS, "--window-size=1200,900"]
 QUERY = "cordless drill"
 
 browser = pytest.mark.skipif(
