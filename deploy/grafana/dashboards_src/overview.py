@@ -68,6 +68,35 @@ def _online_quality(board: dash.Dashboard) -> dash.Dashboard:
             )
         )
         .with_panel(
+            graph(
+                "Online nDCG@10 with 95% interval (versions serving now)",
+                "Mean online nDCG@10 of the serving versions with the bounds of its 95% "
+                "interval (mean ± 1.96 standard errors over closed lists): overlapping bands "
+                "mean the arms cannot be told apart yet.",
+                query(
+                    """
+                    max by (model_version, arm) (flywheel_online_ndcg_at_10)
+                      and on (model_version, arm)
+                    max by (model_version, arm) (flywheel_model_loaded_info)
+                    """,
+                    "{{arm}} {{model_version}}",
+                ),
+                query(
+                    """
+                    max by (model_version, arm, bound) (flywheel_online_ndcg_at_10_interval)
+                      and on (model_version, arm)
+                    max by (model_version, arm) (flywheel_model_loaded_info)
+                    """,
+                    "{{arm}} {{model_version}} {{bound}}",
+                    ref_id="B",
+                ),
+                unit="none",
+                min_val=0,
+                max_val=1,
+                decimals=3,
+            )
+        )
+        .with_panel(
             single(
                 "Canary − production online nDCG@10",
                 "Online nDCG@10 of the serving canary minus that of the serving production "
