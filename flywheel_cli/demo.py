@@ -121,8 +121,7 @@ class HeldOut:
         from retrainer.scratch import readable_index
         from services.encoding.versions import onnx_encoder
         from services.evaluation.metrics import evaluate_runs
-        from services.evaluation.systems import bm25_run, hits_to_run, splade_run
-        from services.index.bm25 import Bm25Encoder
+        from services.evaluation.systems import bm25_run, hybrid_run, splade_run
         from services.registry import ModelRegistry
 
         wanted = [(version, "SPLADE"), (version, "hybrid")] + ([("", "BM25")] if bm25 else [])
@@ -133,18 +132,16 @@ class HeldOut:
         with tempfile.TemporaryDirectory(dir=self.scratch) as tmp:
             index = readable_index(self.settings, version, Path(tmp))
             try:
-                runs = {"SPLADE": splade_run(index, encoder, self.labelled, self.qids)}
-                words = Bm25Encoder()
-                vectors = [
-                    (
-                        encoder.encode_query(self.labelled.queries[q]),
-                        words.encode_query(self.labelled.queries[q]),
-                    )
-                    for q in self.qids
-                ]
-                runs["hybrid"] = hits_to_run(
-                    self.qids, [index.hybrid_search(s, b, limit=100) for s, b in vectors]
-                )
+                runs = {
+                    "SPLADE": splade_run(index, encoder, self.labelled, self.qids),
+                    "hybrid": hybrid_run(
+                        index,
+                        encoder,
+                        self.labelled,
+                        self.qids,
+                        rrf_k=self.settings.search.rrf_k,
+                    ),
+                }
                 if bm25:
                     runs["BM25"] = bm25_run(index, self.labelled, self.qids)
             finally:

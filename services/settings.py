@@ -82,6 +82,12 @@ class SearchSettings(BaseModel):
         description="Mode used when a request names none; chosen by benchmarks/flywheel.py "
         "(README: 'Default search mode').",
     )
+    rrf_k: int = Field(
+        default=60,
+        ge=1,
+        description="Constant of the reciprocal-rank fusion in hybrid mode: score = sum of "
+        "1 / (k + rank); 60 as in Cormack et al. (2009), Qdrant's own default is 2.",
+    )
     interleaving: bool = Field(
         default=False,
         description="Serve sessions in the canary bucket a team-draft interleaving of the canary "

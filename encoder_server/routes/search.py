@@ -27,7 +27,13 @@ KNOWN_PARAMS = frozenset({"q", "k", "page", "mode", "filter", "session_id", "cli
 
 
 def _retrieve(
-    model: LoadedModel, q: str, mode: SearchMode, k: int, offset: int, filters: SearchFilters
+    model: LoadedModel,
+    q: str,
+    mode: SearchMode,
+    k: int,
+    offset: int,
+    filters: SearchFilters,
+    rrf_k: int,
 ) -> list[Hit]:
     started = time.perf_counter()
     splade = model.encoder.encode_query(q) if mode != "bm25" else None
@@ -35,7 +41,9 @@ def _retrieve(
     encoded = time.perf_counter()
     SEARCH_LATENCY.labels(stage="encode", mode=mode).observe(encoded - started)
     if splade is not None and bm25 is not None:
-        hits = model.index.hybrid_search(splade, bm25, limit=k, offset=offset, filters=filters)
+        hits = model.index.hybrid_search(
+            splade, bm25, limit=k, offset=offset, filters=filters, rrf_k=rrf_k
+        )
     elif splade is not None:
         hits = model.index.search(splade, using="splade", limit=k, offset=offset, filters=filters)
     else:
@@ -174,7 +182,7 @@ def build_router(limits: SearchSettings) -> APIRouter:
             session_id,
             query_id,
             limits.interleaving,
-            lambda m, limit, skip: _retrieve(m, text, mode, limit, skip, filters),
+            lambda m, limit, skip: _retrieve(m, text, mode, limit, skip, filters, limits.rrf_k),
             k,
             offset,
         )

@@ -8,6 +8,9 @@
   baseline of ``shared/data/homedepot/README.md``.
 * ``splade`` — a model version's SPLADE vectors (Formal et al., 2021): documents in the index's
   ``splade`` named vector, queries encoded with the version's encoder.
+* ``hybrid`` — both of the above fused inside the engine by reciprocal rank (Cormack et al.,
+  2009): one prefetch per vector, ``score = Σ 1 / (k + rank)``, exactly what ``GET /search``
+  serves with ``mode=hybrid``.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from services.datasets.base import LabelledSet
 from services.encoding.base import ProgressFn, SpladeEncoder
 from services.errors import ConfigError
 from services.evaluation.metrics import Run
-from services.index.base import Hit, ProductIndex, VectorName
+from services.index.base import DEFAULT_RRF_K, Hit, ProductIndex, VectorName
 from services.index.bm25 import Bm25Encoder
 from services.sparse import SparseVec
 
@@ -95,6 +98,48 @@ def splade_run(
     return _index_run(
         index, "splade", encoder.encode_query, dataset, qids, limit=limit, progress=progress
     )
+
+
+def hybrid_run(
+    index: ProductIndex,
+    encoder: SpladeEncoder,
+    dataset: LabelledSet,
+    qids: Sequence[str],
+    *,
+    limit: int = LIMIT,
+    prefetch_limit: int = LIMIT,
+    rrf_k: int = DEFAULT_RRF_K,
+    progress: ProgressFn | None = None,
+) -> Run:
+    """SPLADE and BM25 fused by reciprocal rank in the engine (Cormack et al., 2009,
+    "Reciprocal Rank Fusion outperforms Condorcet and individual rank learning methods").
+
+    Each query is encoded by ``encoder`` (the version's own) and by the BM25 query encoder, and
+    answered by :meth:`ProductIndex.hybrid_search` with the serving defaults (each candidate
+    list ``max(prefetch_limit, limit)`` deep, RRF constant ``rrf_k``), so the figures are those
+    of ``GET /search?mode=hybrid``. A query with neither vector returns nothing (scores 0).
+    """
+    bm25 = Bm25Encoder()
+    run: Run = {}
+    for start in range(0, len(qids), QUERY_BATCH):
+        batch = list(qids[start : start + QUERY_BATCH])
+        results = [
+            index.hybrid_search(
+                encoder.encode_query(dataset.queries[qid]),
+                bm25.encode_query(dataset.queries[qid]),
+                limit=limit,
+                prefetch_limit=prefetch_limit,
+                rrf_k=rrf_k,
+            )
+            for qid in batch
+        ]
+        run.update(hits_to_run(batch, results))
+        if progress:
+            progress(len(batch))
+    empty = sum(not docs for docs in run.values())
+    if empty:
+        logger.info("hybrid: %d of %d queries returned nothing", empty, len(qids))
+    return run
 
 
 def bm25s_run(

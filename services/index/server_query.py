@@ -6,7 +6,7 @@ from typing import Any
 
 from qdrant_client import models
 
-from services.index.base import DEFAULT_RRF_K, Hit, SearchFilters, VectorName
+from services.index.base import QDRANT_RRF_K, Hit, SearchFilters, VectorName
 from services.index.common import StoredPoint
 from services.index.ids import from_payload
 from services.settings import FilterKind
@@ -64,8 +64,8 @@ def prefetches(vectors: dict[VectorName, SparseVec], depth: int) -> list[models.
 
 
 def fusion(rrf_k: int) -> models.FusionQuery | models.RrfQuery:
-    """Plain RRF (any server version) for the default constant, parametrised RRF otherwise."""
-    if rrf_k == DEFAULT_RRF_K:
+    """Plain RRF (any server version) for Qdrant's own constant, parametrised RRF otherwise."""
+    if rrf_k == QDRANT_RRF_K:
         return models.FusionQuery(fusion=models.Fusion.RRF)
     return models.RrfQuery(rrf=models.Rrf(k=rrf_k))
 

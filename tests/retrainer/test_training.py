@@ -19,6 +19,7 @@ from retrainer.training import (
     TrainResult,
     build_encoder,
     check_agreement,
+    full_precision,
     resample,
     train_splade,
 )
@@ -159,6 +160,28 @@ def test_agreement_check_catches_a_different_pooling(tiny: TinyRun) -> None:
     double_log = SparseEncoder(modules=[encoder[0], SpladePooling("max", "log1p_relu")])
     with pytest.raises(ModelError, match="do not register"):
         check_agreement(double_log, tiny.out, ["cordless drill"], tiny_cfg())
+
+
+def test_agreement_is_checked_in_full_precision_after_mixed_precision_training(
+    tiny: TinyRun,
+) -> None:
+    """Accelerate wraps ``forward`` in autocast for bf16/fp16 training (on CUDA) and leaves the
+    wrapper on; the check must compare the fp32 weights in fp32 (CPU bf16 autocast stands in)."""
+    from types import MethodType
+
+    import torch
+    from accelerate.utils import convert_outputs_to_fp32
+
+    encoder = build_encoder(str(tiny.out), tiny_cfg(), "cpu")
+    encoder._original_forward = encoder.forward  # what Accelerator.prepare_model does
+    autocast = torch.autocast(device_type="cpu", dtype=torch.bfloat16)
+    encoder.forward = MethodType(
+        convert_outputs_to_fp32(autocast(encoder.forward.__func__)), encoder
+    )
+    texts = ["cordless drill 20v", "brushed nickel kitchen faucet with sprayer"]
+    with pytest.raises(ModelError, match="do not register"):
+        check_agreement(encoder, tiny.out, texts, tiny_cfg())
+    assert check_agreement(full_precision(encoder), tiny.out, texts, tiny_cfg()) <= 1e-4
 
 
 def test_missing_checkpoint_says_what_to_do(tmp_path: Path) -> None:

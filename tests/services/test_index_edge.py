@@ -162,8 +162,10 @@ def test_search_batch_equals_single_searches(index: EdgeIndex, corpus: Corpus) -
 def test_hybrid_search_fuses_both_rankings(index: EdgeIndex, corpus: Corpus) -> None:
     bm25 = corpus.encoder.encode_query("hiking boots")
     hits = index.hybrid_search(corpus.splade[-1], bm25, limit=5)
-    assert hits[0].product_id == "sku-boots"  # first in both lists: 1/2 + 1/2 with k=2
-    assert hits[0].score == pytest.approx(1.0)
+    assert hits[0].product_id == "sku-boots"  # first in both lists (rank 0): 2 / (k + 0)
+    assert hits[0].score == pytest.approx(2 / 60)  # the default constant, Cormack et al.'s
+    qdrant_k = index.hybrid_search(corpus.splade[-1], bm25, limit=5, rrf_k=2)
+    assert qdrant_k[0].product_id == "sku-boots" and qdrant_k[0].score == pytest.approx(1.0)
     brand = SearchFilters(keywords={"brand": ("globex",)})
     assert all(
         h.payload["brand"] == "globex"
