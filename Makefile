@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export FLYWHEEL_HOME ?= $(CURDIR)/.flywheel
 
-.PHONY: setup system-deps dashboards demo serve test test-fast lint format typecheck bench clean
+.PHONY: setup system-deps dashboards demo serve test test-fast lint format typecheck bench bench-flywheel clean
 
 # Installs everything the project needs into .venv; re-runs only when pyproject.toml changes.
 setup: system-deps $(VENV)/.setup-stamp
@@ -35,7 +35,8 @@ $(VENV)/.setup-stamp: pyproject.toml
 	$(BIN)/pip install --quiet -e ".[train,eval,dev]"
 	touch $@
 
-# The main job on the embedded defaults: index a catalog and serve search on it.
+# The main job on the embedded defaults: the whole flywheel on simulated shoppers, bounded,
+# ending with reports/flywheel.html.
 demo: setup
 	$(BIN)/flywheel demo
 
@@ -65,6 +66,13 @@ dashboards: setup
 bench: setup
 	$(BIN)/python benchmarks/encode.py
 	$(BIN)/python benchmarks/search_http.py
+
+# Does the flywheel learn? Home Depot, CPU-sized (about 10 min on 2 cores); GPU sizes and the
+# device script are in benchmarks/README.md.
+bench-flywheel: setup
+	$(BIN)/python -m benchmarks.flywheel --dataset homedepot --rounds 2 \
+	  --sessions-per-round 3000 --train-examples 2000 --supervised-examples 2000 \
+	  --test-queries 1000 --out reports/flywheel-benchmark
 
 clean:
 	rm -rf $(VENV) .flywheel .pytest_cache .mypy_cache .ruff_cache
