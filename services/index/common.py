@@ -15,6 +15,8 @@ from services.index.ids import point_id, to_payload
 from services.products import Product
 from services.sparse import SparseVec
 
+TIE_MARGIN = 4
+"""Extra fused results fetched so a tie group straddling the page's end is seen whole."""
 UPSERT_BATCH = 512
 """Points per write request."""
 
@@ -114,8 +116,15 @@ class SparseIndexBase(ABC):
         live = {name: vec for name, vec in named.items() if len(vec)}
         if not live:
             return []
-        depth = max(prefetch_limit, limit + offset)
-        return self._fused(live, limit, offset, filters or None, depth, rrf_k)
+        window = limit + offset
+        depth = max(prefetch_limit, window)
+        # Equal RRF scores (the same ranks in different lists) come back from the engine in
+        # no fixed order. Fetch the page with the whole window before it plus a margin, order
+        # ties by product id and slice: a query always gets the same list, and pages continue
+        # each other exactly.
+        fused = self._fused(live, window + TIE_MARGIN, 0, filters or None, depth, rrf_k)
+        fused.sort(key=lambda h: (-h.score, h.product_id))
+        return fused[offset:window]
 
     @abstractmethod
     def _write(self, points: list[StoredPoint]) -> None: ...

@@ -173,6 +173,14 @@ def test_hybrid_search_fuses_both_rankings(index: EdgeIndex, corpus: Corpus) -> 
     )
 
 
+def test_hybrid_pages_continue_and_ties_are_ordered_by_id(index: EdgeIndex, corpus: Corpus) -> None:
+    bm25 = corpus.encoder.encode_query("hiking boots")
+    full = index.hybrid_search(corpus.splade[-1], bm25, limit=10)
+    pages = [index.hybrid_search(corpus.splade[-1], bm25, limit=5, offset=o) for o in (0, 5)]
+    assert [h.product_id for h in pages[0] + pages[1]] == [h.product_id for h in full]
+    assert full == sorted(full, key=lambda h: (-h.score, h.product_id))
+
+
 def test_concurrent_searches_agree_with_serial_ones(index: EdgeIndex, corpus: Corpus) -> None:
     serial = [index.search(q) for q in corpus.queries]
     with ThreadPoolExecutor(max_workers=8) as pool:
