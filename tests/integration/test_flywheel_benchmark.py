@@ -4,7 +4,6 @@ Home Depot data (skipped, saying why, when the data is absent)."""
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import duckdb
@@ -40,7 +39,6 @@ def test_two_rounds_on_a_generated_set(
     }.items():
         monkeypatch.setenv(key, value)
     out, home = tmp_path / "out", tmp_path / "home"
-    started = time.perf_counter()
     code = fw.main(
         [
             f"--dataset=qrels:{dataset}",
@@ -54,9 +52,7 @@ def test_two_rounds_on_a_generated_set(
             f"--home={home}",
         ]
     )
-    wall = time.perf_counter() - started
     assert code == 0
-    assert wall < 240, f"took {wall:.0f} s"
     for name in ("flywheel.md", "flywheel.json", "flywheel.png", "flywheel.log"):
         assert (out / name).stat().st_size > 0, name
     assert "nDCG@10 per round" in capsys.readouterr().out

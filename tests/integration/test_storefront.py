@@ -227,9 +227,9 @@ def from_snapshot(settings: Settings, query_id: str) -> dict[str, Any]:
     before = latest_snapshot(exports)
     exports.mkdir(parents=True, exist_ok=True)
     (exports / SNAPSHOT_REQUEST).touch()
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 60
     while (snapshot := latest_snapshot(exports)) == before:
-        assert time.monotonic() < deadline, "the ingest wrote no snapshot in 10 s"
+        assert time.monotonic() < deadline, "the ingest wrote no snapshot in 60 s"
         time.sleep(0.1)
     assert snapshot is not None
     con = duckdb.connect()
