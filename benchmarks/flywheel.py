@@ -313,22 +313,24 @@ def bm25_run(settings: Settings, version: str, labelled: LabelledSet, qids: Sequ
 # ----------------------------------------------------------------------------- set-up
 
 
+def index_version(settings: Settings, version: str, products: Sequence[Product]) -> None:
+    """Index the catalog with ``version``, logging progress."""
+    from services.indexing import index_products
+
+    progress = log_progress(f"indexing with {version}", len(products))
+    index_products(settings, version, products, progress=progress).close()
+
+
 def register_and_index(settings: Settings, products: Sequence[Product]) -> str:
     """Register ``settings.encoder.model`` (the bundled model) as v1, save the catalog where the
     retrainer reads it, index it and make v1 production (what ``flywheel index`` does)."""
     from services.catalog_store import save_products
     from services.encoding.package import register_pretrained
-    from services.indexing import index_products
 
     registry = ModelRegistry(settings.registry_dir)
     card = register_pretrained(registry, settings.encoder.model, settings.encoder)
     save_products(list(products), settings.home)
-    index_products(
-        settings,
-        card.version,
-        products,
-        progress=log_progress(f"indexing with {card.version}", len(products)),
-    ).close()
+    index_version(settings, card.version, products)
     registry.set_production(card.version, actor="benchmark")
     return card.version
 
@@ -346,7 +348,6 @@ def train_supervised(
     from services.catalog_store import load_products
     from services.encoding.package import register_model
     from services.encoding.torch_splade import load_mlm
-    from services.indexing import index_products
 
     registry = ModelRegistry(settings.registry_dir)
     triples = labelled_examples(
@@ -372,13 +373,7 @@ def train_supervised(
             parent=base,
             training={"examples": len(triples), "hyperparameters": cfg.model_dump()},
         )
-    products = load_products(settings.home)
-    index_products(
-        settings,
-        card.version,
-        products,
-        progress=log_progress(f"indexing with {card.version}", len(products)),
-    ).close()
+    index_version(settings, card.version, load_products(settings.home))
     facts = {
         "version": card.version,
         "triples": len(triples),
