@@ -30,6 +30,15 @@ _SERVING_NDCG = (
 )
 
 
+def _serving(series: str, by: str = "model_version, arm") -> str:
+    """``series`` per ``by`` labels, kept only for the versions and arms serving now."""
+    return f"""
+                    max by ({by}) ({series})
+                      and on (model_version, arm)
+                    max by (model_version, arm) (flywheel_model_loaded_info)
+                    """
+
+
 def _online_quality(board: dash.Dashboard) -> dash.Dashboard:
     return (
         board.with_row(dash.Row("Online quality: what shoppers do with the results"))
@@ -54,11 +63,7 @@ def _online_quality(board: dash.Dashboard) -> dash.Dashboard:
                 "Canary vs production (versions serving now)",
                 "Online nDCG@10 of the versions encoder_server serves now, by arm.",
                 query(
-                    """
-                    max by (model_version, arm) (flywheel_online_ndcg_at_10)
-                      and on (model_version, arm)
-                    max by (model_version, arm) (flywheel_model_loaded_info)
-                    """,
+                    _serving("flywheel_online_ndcg_at_10"),
                     "{{arm}} {{model_version}}",
                 ),
                 unit="none",
@@ -74,19 +79,11 @@ def _online_quality(board: dash.Dashboard) -> dash.Dashboard:
                 "interval (mean ± 1.96 standard errors over closed lists): overlapping bands "
                 "mean the arms cannot be told apart yet.",
                 query(
-                    """
-                    max by (model_version, arm) (flywheel_online_ndcg_at_10)
-                      and on (model_version, arm)
-                    max by (model_version, arm) (flywheel_model_loaded_info)
-                    """,
+                    _serving("flywheel_online_ndcg_at_10"),
                     "{{arm}} {{model_version}}",
                 ),
                 query(
-                    """
-                    max by (model_version, arm, bound) (flywheel_online_ndcg_at_10_interval)
-                      and on (model_version, arm)
-                    max by (model_version, arm) (flywheel_model_loaded_info)
-                    """,
+                    _serving("flywheel_online_ndcg_at_10_interval", "model_version, arm, bound"),
                     "{{arm}} {{model_version}} {{bound}}",
                     ref_id="B",
                 ),
