@@ -470,7 +470,7 @@ class Shoppers:
         stats = SimulationStats(sessions=self.cfg.sessions_per_round, distinct_queries=len(served))
         actions: Counter[str] = Counter()
         self.clock = max(self.clock, datetime.now(UTC))
-        store_path = self.settings.home / "events.duckdb"
+        store_path = self.settings.store_path
         with EventStore(store_path, self.settings.ingest.store) as store:
             lists: list[QueryEvent] = []
             interactions: list[InteractionEvent] = []
@@ -508,7 +508,7 @@ class Shoppers:
                     store.write_batch(lists, interactions)
                     stats.events += len(lists) + len(interactions)
                     lists, interactions = [], []
-            write_snapshot(store, self.settings.home / "exports")
+            write_snapshot(store, self.settings.exports_dir)
         stats.searches = len(plan)
         stats.actions = dict(actions)
         return stats
@@ -578,7 +578,7 @@ def candidate_figures(
 def snapshot_queries(settings: Settings) -> tuple[set[str], set[str]]:
     """(normalised queries served, normalised queries of training pairs) in the latest
     snapshot: what the retrainer can see."""
-    snapshot = latest_snapshot(settings.home / "exports")
+    snapshot = latest_snapshot(settings.exports_dir)
     if snapshot is None:
         return set(), set()
     con = duckdb.connect()

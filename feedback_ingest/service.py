@@ -42,12 +42,12 @@ SNAPSHOT_REQUEST = ".snapshot-request"
 
 def store_path(settings: Settings) -> Path:
     """The DuckDB file feedback_ingest writes."""
-    return settings.home / "events.duckdb"
+    return settings.store_path
 
 
 def exports_dir(settings: Settings) -> Path:
     """Where Parquet snapshots go (the retrainer reads only these)."""
-    return settings.home / "exports"
+    return settings.exports_dir
 
 
 def request_snapshot(settings: Settings, wait_s: float = 60) -> Path:

@@ -414,7 +414,7 @@ def _run(settings: Settings, pool: IntentPool, ports: tuple[int, int]) -> None:
             stop_shoppers.set()
             path = write_report(cfg.report, loop.rounds, facts, finished=finished)
             console.print(f"\nreport: {path.resolve()}")
-    console.print(f"events are in {settings.home / 'events.duckdb'}")
+    console.print(f"events are in {settings.store_path}")
 
 
 def _round_zero(loop: Loop) -> RoundRecord:

@@ -171,7 +171,7 @@ def run_controller(settings: Settings, *, apply: bool = True) -> CanaryDecision:
     policy = settings.retrain.canary
     if pointers.canary is None or pointers.production is None:
         return CanaryDecision(decision="wait", reason="no canary is running", policy=policy)
-    snapshot = latest_snapshot(settings.home / "exports")
+    snapshot = latest_snapshot(settings.exports_dir)
     if snapshot is None:
         return CanaryDecision(decision="wait", reason="no snapshot yet", policy=policy)
     production = arm_stats(snapshot, pointers.production, "production")

@@ -141,7 +141,7 @@ def _run(settings: Settings, registry: ModelRegistry, stage: Stage) -> RetrainOu
     parent = registry.pointers().production
     if parent is None:
         raise RegistryError("No production model yet; run `flywheel index --catalog FILE` first.")
-    snapshot = latest_snapshot(settings.home / "exports")
+    snapshot = latest_snapshot(settings.exports_dir)
     if snapshot is None:
         return RetrainOutcome(
             "skipped",

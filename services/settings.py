@@ -6,7 +6,6 @@ Environment variables use the prefix ``FLYWHEEL_`` and ``__`` between levels, e.
 
 from __future__ import annotations
 
-from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
@@ -313,14 +312,34 @@ class Settings(BaseSettings):
     simulator: SimulatorSettings = Field(default_factory=SimulatorSettings)
     demo: DemoSettings = Field(default_factory=DemoSettings)
 
-    @cached_property
+    # Plain properties, never cached: the demo and the benchmarks copy settings and change
+    # ``home``, and a cached path would keep pointing at the old home.
+    @property
     def registry_dir(self) -> Path:
+        """Model versions, pointers and decision logs."""
         return self.home / "registry"
 
-    @cached_property
+    @property
     def index_dir(self) -> Path:
+        """Qdrant Edge shards, one folder per version (embedded mode)."""
         return self.home / "index"
 
-    @cached_property
+    @property
     def reports_dir(self) -> Path:
+        """Evaluation, gate and flywheel reports."""
         return self.home / "reports"
+
+    @property
+    def exports_dir(self) -> Path:
+        """Parquet snapshots written by feedback_ingest, read by the retrainer."""
+        return self.home / "exports"
+
+    @property
+    def store_path(self) -> Path:
+        """The DuckDB event store (feedback_ingest is its only writer)."""
+        return self.home / "events.duckdb"
+
+    @property
+    def catalog_dir(self) -> Path:
+        """The saved catalog that later jobs re-index."""
+        return self.home / "catalog"

@@ -131,7 +131,7 @@ th{{background:#f3f3f3}}.pill{{padding:.1rem .5rem;border-radius:1rem;background
 @router.get("/status", response_class=HTMLResponse)
 def status_page(settings: SettingsDep, holder: HolderDep) -> HTMLResponse:
     """Models, pointers, canary state and gate decisions at a glance."""
-    status = collect_status(holder.registry, settings.home / "exports")
+    status = collect_status(holder.registry, settings.exports_dir)
     routing = holder.routing
     serving = (
         []
@@ -148,4 +148,4 @@ def status_page(settings: SettingsDep, holder: HolderDep) -> HTMLResponse:
 @router.get("/status.json", response_model=Status)
 def status_json(settings: SettingsDep, holder: HolderDep) -> Status:
     """The status page's data."""
-    return collect_status(holder.registry, settings.home / "exports")
+    return collect_status(holder.registry, settings.exports_dir)
