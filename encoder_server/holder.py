@@ -18,7 +18,6 @@ timer is involved: a slow request keeps its models open for as long as it runs.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import math
 import threading
@@ -30,6 +29,7 @@ from services.encoding.onnx_splade import OnnxSpladeEncoder
 from services.encoding.versions import onnx_encoder
 from services.errors import FlywheelError, RegistryError
 from services.events import ServingArm
+from services.identity import keyed_unit, routing_secret
 from services.index.base import ProductIndex
 from services.index.bm25 import Bm25Encoder
 from services.index.factory import open_index
@@ -79,6 +79,8 @@ class Routing:
     production: LoadedModel
     canary: LoadedModel | None = None
     canary_fraction: float = 0.0
+    secret: bytes = b""
+    """Key of the bucket hash (:func:`services.identity.routing_secret`)."""
 
     @property
     def key(self) -> Serving:
@@ -91,11 +93,17 @@ class Routing:
         return [self.production] + ([self.canary] if self.canary else [])
 
     def route(self, session_id: str | None) -> tuple[LoadedModel, ServingArm]:
-        """Pick the arm by a stable hash of the session, so a shopper stays on one arm."""
+        """Pick the arm by a keyed hash of the session and the canary version.
+
+        A shopper stays on one arm for the life of a canary; a client cannot compute which
+        ``session_id`` lands in the canary (the key is secret), and each new canary draws its
+        sessions afresh, so no session is a canary for every version.
+        """
         if self.canary is None or self.canary_fraction <= 0 or not session_id:
             return self.production, "production"
-        bucket = int.from_bytes(hashlib.blake2b(session_id.encode(), digest_size=8).digest())
-        if bucket / 2**64 < self.canary_fraction:
+        if keyed_unit(self.secret, "canary", self.canary.version, session_id) < (
+            self.canary_fraction
+        ):
             return self.canary, "canary"
         return self.production, "production"
 
@@ -134,6 +142,7 @@ class ModelHolder:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.registry = ModelRegistry(settings.registry_dir)
+        self.secret = routing_secret(settings)
         self.routing: Routing | None = None
         self.last_error: str | None = None
         self._refreshing = threading.Lock()  # one load-and-swap at a time
@@ -233,7 +242,9 @@ class ModelHolder:
     def _swap(self, wanted: Serving, models: dict[str, LoadedModel]) -> None:
         assert wanted.production is not None
         canary = models[wanted.canary] if wanted.canary else None
-        routing = Routing(models[wanted.production], canary, wanted.canary_fraction)
+        routing = Routing(
+            models[wanted.production], canary, wanted.canary_fraction, secret=self.secret
+        )
         old = self.routing
         with self._state:
             for model in old.models() if old else []:

@@ -41,7 +41,19 @@ class QueryEvent(BaseModel):
     arm: Arm
     mode: str = "splade"
     filters: dict[str, Any] = Field(default_factory=dict)
-    page: int = 1
+    page: int = Field(default=1, ge=1, le=10_000)
+    offset: int = Field(
+        default=0,
+        ge=0,
+        le=100_000,
+        description="Results before this page: results[i] was served at position offset + i + 1.",
+    )
+    client_key: str | None = Field(
+        default=None,
+        max_length=64,
+        description="Keyed hash of the shopper's network address, set by the server (never by "
+        "the client): caps on any one client's weight rely on it.",
+    )
     results: list[str] = Field(description="Ranked product ids of the served page.")
     teams: list[str] | None = Field(
         default=None,

@@ -110,6 +110,16 @@ class ServerSettings(BaseModel):
         text = value.get_secret_value() if isinstance(value, SecretStr) else value
         return None if isinstance(text, str) and not text.strip() else value
 
+    routing_secret: SecretStr | None = Field(
+        default=None,
+        description="Key of the hashes that assign canary buckets and client keys; the same on "
+        "every replica. Unset: registry/routing.key, created once with a random value.",
+    )
+    client_address_header: str | None = Field(
+        default=None,
+        description="Header holding the shopper's address when behind a trusted proxy (e.g. "
+        "'x-forwarded-for', first hop); unset: the connection's peer address.",
+    )
     registry_poll_s: float = Field(default=5.0, gt=0)
     events_ack_timeout_s: float = Field(
         default=2.0, ge=0, description="How long POST /events waits for the bus to acknowledge."

@@ -18,6 +18,7 @@ from encoder_server.query_filters import parse_filters
 from encoder_server.schemas import ErrorResponse, ResultItem, SearchResponse
 from services.errors import QueryError, SearchIndexError
 from services.events import Arm, QueryEvent
+from services.identity import client_key
 from services.index.base import Hit, SearchFilters
 from services.interleaving import TEAM_A, TEAM_B, rng_for, team_draft
 from services.metrics import SEARCH_LATENCY, SEARCH_REQUESTS, SEARCH_RESULTS
@@ -107,6 +108,15 @@ def _serve(
     )
 
 
+def client_address(request: Request, header: str | None) -> str:
+    """The shopper's address: the first hop of a trusted proxy's header, else the peer."""
+    if header:
+        forwarded = request.headers.get(header, "").split(",")[0].strip()
+        if forwarded:
+            return forwarded
+    return request.client.host if request.client else "unknown"
+
+
 def filter_pattern(limits: SearchSettings) -> str:
     """A regex for one ``filter`` value, so the OpenAPI schema names the filterable fields."""
     number = r"-?\d+(\.\d+)?"
@@ -192,11 +202,16 @@ def build_router(limits: SearchSettings) -> APIRouter:
             user_query=text,
             session_id=session_id,
             client_id=client_id,
+            client_key=client_key(
+                holder.secret,
+                client_address(request, request.app.state.settings.server.client_address_header),
+            ),
             model_version=model.version,
             arm=arm,
             mode=mode,
             filters={"keywords": filters.keywords, "ranges": filters.ranges},
             page=page,
+            offset=offset,
             results=[h.product_id for h in hits],
             teams=served.teams,
             control_version=served.control.version if served.control else None,
