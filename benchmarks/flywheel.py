@@ -58,8 +58,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-import duckdb
-
 from services.datasets.base import LabelledSet
 from services.datasets.protocol import in_hash_split, normalise_query, sample_queries
 from services.encoding.base import ProgressFn, SpladeEncoder
@@ -75,7 +73,7 @@ from services.registry import ModelRegistry
 from services.settings import Settings
 from services.simulator.behaviour import ShopperBehaviour
 from services.simulator.intents import SPLIT_SALT, Intent, IntentPool
-from services.snapshots import latest_snapshot
+from services.snapshots import Snapshot
 from services.sparse import SparseVec
 
 logger = logging.getLogger("benchmarks.flywheel")
@@ -578,21 +576,10 @@ def candidate_figures(
 def snapshot_queries(settings: Settings) -> tuple[set[str], set[str]]:
     """(normalised queries served, normalised queries of training pairs) in the latest
     snapshot: what the retrainer can see."""
-    snapshot = latest_snapshot(settings.exports_dir)
+    snapshot = Snapshot.latest(settings.exports_dir)
     if snapshot is None:
         return set(), set()
-    con = duckdb.connect()
-    try:
-        served = con.execute(
-            "SELECT DISTINCT norm_query FROM read_parquet(?)", [str(snapshot / "queries.parquet")]
-        ).fetchall()
-        pairs = con.execute(
-            "SELECT DISTINCT norm_query FROM read_parquet(?)",
-            [str(snapshot / "training_pairs.parquet")],
-        ).fetchall()
-    finally:
-        con.close()
-    return {str(r[0]) for r in served}, {str(r[0]) for r in pairs}
+    return snapshot.served_queries(), snapshot.pair_queries()
 
 
 # ----------------------------------------------------------------------------- the benchmark

@@ -16,7 +16,6 @@ import contextlib
 import logging
 import shutil
 import socket
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -31,7 +30,7 @@ from rich.text import Text
 from flywheel_cli.demo_report import RoundRecord, rounds_table, write_report
 from flywheel_cli.main import app, console
 from services.errors import FlywheelError
-from services.settings import Settings
+from services.settings import SearchMode, Settings
 from services.simulator import IntentPool, ShopperTraffic, TrafficStats, load_intents
 
 logger = logging.getLogger(__name__)
@@ -95,61 +94,31 @@ class HeldOut:
     private copies of the versions' indexes (the server keeps its own open)."""
 
     def __init__(self, settings: Settings, pool: IntentPool, scratch: Path) -> None:
-        from services.datasets.base import LabelledSet
-        from services.datasets.protocol import sample_queries
+        from retrainer.scratch import index_reader
+        from services.encoding.versions import VersionEncoders
+        from services.evaluation.heldout import HeldOutEvaluator, HeldOutSet
+        from services.registry import ModelRegistry
 
-        self.settings = settings
-        self.scratch = scratch
-        self.labelled = pool.labelled
-        heldout = {i.query_id for i in pool.heldout}
-        eligible = [q for q in sorted(heldout) if len(self.labelled.qrels.get(q, {})) >= 1]
-        restricted = LabelledSet(
-            name=self.labelled.name,
-            products=[],
-            queries={q: self.labelled.queries[q] for q in eligible},
-            qrels={q: self.labelled.qrels[q] for q in eligible},
-            max_grade=self.labelled.max_grade,
+        heldout = HeldOutSet.sample(
+            pool.labelled, among=[i.query_id for i in pool.heldout], at_most=HELDOUT_QUERIES
         )
-        self.qids = sample_queries(
-            restricted, min(HELDOUT_QUERIES, len(eligible)), min_judged=1, seed=42
+        self.evaluator = HeldOutEvaluator(
+            heldout,
+            encoder=VersionEncoders(ModelRegistry(settings.registry_dir)),
+            open_index=index_reader(settings, scratch),
+            rrf_k=settings.search.rrf_k,
         )
-        self.qrels = {q: self.labelled.qrels[q] for q in self.qids}
-        self.cache: dict[tuple[str, str], float] = {}
 
     def measure(self, version: str, *, bm25: bool = False) -> dict[str, float]:
         """{'VERSION SPLADE': .., 'VERSION hybrid': ..} (and 'BM25'), cached per version."""
-        from retrainer.scratch import readable_index
-        from services.encoding.versions import onnx_encoder
-        from services.evaluation.metrics import evaluate_runs
-        from services.evaluation.systems import bm25_run, hybrid_run, splade_run
-        from services.registry import ModelRegistry
-
-        wanted = [(version, "SPLADE"), (version, "hybrid")] + ([("", "BM25")] if bm25 else [])
-        if all(key in self.cache for key in wanted):
-            return {f"{v} {m}".strip(): self.cache[(v, m)] for v, m in wanted}
-        registry = ModelRegistry(self.settings.registry_dir)
-        encoder = onnx_encoder(registry, version)
-        with tempfile.TemporaryDirectory(dir=self.scratch) as tmp:
-            index = readable_index(self.settings, version, Path(tmp))
-            try:
-                runs = {
-                    "SPLADE": splade_run(index, encoder, self.labelled, self.qids),
-                    "hybrid": hybrid_run(
-                        index,
-                        encoder,
-                        self.labelled,
-                        self.qids,
-                        rrf_k=self.settings.search.rrf_k,
-                    ),
-                }
-                if bm25:
-                    runs["BM25"] = bm25_run(index, self.labelled, self.qids)
-            finally:
-                index.close()
-        report = evaluate_runs(self.qrels, runs, dataset="held-out")
-        for mode in runs:
-            self.cache[("" if mode == "BM25" else version, mode)] = report.mean(mode)
-        return {f"{v} {m}".strip(): self.cache[(v, m)] for v, m in wanted}
+        systems: dict[str, tuple[str, SearchMode]] = {
+            f"{version} SPLADE": (version, "splade"),
+            f"{version} hybrid": (version, "hybrid"),
+        }
+        if bm25:
+            systems["BM25"] = (version, "bm25")
+        report = self.evaluator.report(systems, dataset="held-out")
+        return {name: report.mean(name) for name in systems}
 
 
 class Loop:
@@ -195,6 +164,7 @@ class Loop:
         from retrainer.canary import arm_stats, run_controller
         from retrainer.pipeline import run_retrain
         from services.registry import ModelRegistry
+        from services.snapshots import Snapshot
 
         ended, searches, actions = self._counters()
         began, searches0, actions0 = self._mark
@@ -206,7 +176,7 @@ class Loop:
         online = {}
         for arm, version in (("production", before.production), ("canary", before.canary)):
             if version:
-                stats = arm_stats(snapshot, version, arm)
+                stats = arm_stats(Snapshot(snapshot), version, arm)
                 online[f"{arm} {version}"] = (stats.mean, stats.lists)
         if before.canary:
             self.phase = f"round {number}: judging canary {before.canary}"

@@ -15,16 +15,14 @@ import json
 import logging
 import math
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Literal
 
-import duckdb
 from pydantic import BaseModel, Field
 
 from services.metrics import CANARY_DECISIONS, CANARY_NDCG_DIFF
 from services.registry import ModelRegistry
 from services.settings import CanaryPolicy, Settings
-from services.snapshots import latest_snapshot
+from services.snapshots import Snapshot
 from services.status import CANARY_DECISIONS_LOG
 
 logger = logging.getLogger(__name__)
@@ -57,25 +55,15 @@ class CanaryDecision(BaseModel):
     policy: CanaryPolicy
 
 
-def arm_stats(snapshot: Path, version: str, arm: str) -> ArmStats:
+def arm_stats(snapshot: Snapshot, version: str, arm: str) -> ArmStats:
     """Per-list online nDCG@10 of ``version`` served on ``arm`` in a snapshot."""
-    con = duckdb.connect()
-    try:
-        path = str(snapshot / "online_metrics.parquet").replace("'", "''")
-        row = con.execute(
-            f"SELECT count(*), coalesce(avg(ndcg_at_10), 0), coalesce(var_samp(ndcg_at_10), 0), "
-            f"coalesce(avg(clicked::INT), 0) FROM '{path}' WHERE model_version = ? AND arm = ?",
-            [version, arm],
-        ).fetchone()
-    finally:
-        con.close()
-    assert row is not None
+    online = snapshot.online_arm(version, arm)
     return ArmStats(
         version=version,
-        lists=int(row[0]),
-        mean=float(row[1]),
-        variance=float(row[2]),
-        ctr_at_10=float(row[3]),
+        lists=online.lists,
+        mean=online.mean,
+        variance=online.variance,
+        ctr_at_10=online.ctr_at_10,
     )
 
 
@@ -124,21 +112,6 @@ def judge(
     )
 
 
-def interleaving_record(snapshot: Path, canary: str, control: str) -> tuple[int, int]:
-    """(wins, losses) of ``canary`` against ``control`` over closed interleaved lists."""
-    con = duckdb.connect()
-    try:
-        path = str(snapshot / "interleaving_wins.parquet").replace("'", "''")
-        row = con.execute(
-            f"SELECT coalesce(sum(wins), 0), coalesce(sum(losses), 0) FROM '{path}' "
-            "WHERE model_version = ? AND control_version = ?",
-            [canary, control],
-        ).fetchone()
-    finally:
-        con.close()
-    return (int(row[0]), int(row[1])) if row else (0, 0)
-
-
 def judge_interleaving(
     wins: int, losses: int, policy: CanaryPolicy
 ) -> tuple[Decision, str, float, float, float]:
@@ -171,14 +144,15 @@ def run_controller(settings: Settings, *, apply: bool = True) -> CanaryDecision:
     policy = settings.retrain.canary
     if pointers.canary is None or pointers.production is None:
         return CanaryDecision(decision="wait", reason="no canary is running", policy=policy)
-    snapshot = latest_snapshot(settings.exports_dir)
+    snapshot = Snapshot.latest(settings.exports_dir)
     if snapshot is None:
         return CanaryDecision(decision="wait", reason="no snapshot yet", policy=policy)
     production = arm_stats(snapshot, pointers.production, "production")
     canary = arm_stats(snapshot, pointers.canary, "canary")
     if settings.search.interleaving:
         # Canary-bucket sessions see interleaved lists: judge by who won them instead.
-        wins, losses = interleaving_record(snapshot, pointers.canary, pointers.production)
+        record_ = snapshot.interleaving(pointers.canary, pointers.production)
+        wins, losses = record_.wins, record_.losses
         decision, reason, diff, lower, upper = judge_interleaving(wins, losses, policy)
         evidence = wins + losses
     else:

@@ -10,14 +10,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
-from typing import Any
-
-import duckdb
 
 from retrainer.training import TrainingExample
+from services.cards import DataWindow
 from services.datasets.base import Qrels
 from services.datasets.protocol import in_hash_split, query_id
+from services.snapshots import Snapshot
 
 logger = logging.getLogger(__name__)
 
@@ -39,20 +37,11 @@ class FeedbackData:
     """query id -> normalised query text, held-out split."""
     heldout_qrels: Qrels
     new_pairs: int
-    window: dict[str, Any] = field(default_factory=dict)
-
-
-def _read(snapshot: Path, sql: str, params: list[object] | None = None) -> list[tuple[Any, ...]]:
-    con = duckdb.connect()
-    try:
-        con.execute(f"SET file_search_path = '{str(snapshot).replace(chr(39), chr(39) * 2)}'")
-        return con.execute(sql, params or []).fetchall()
-    finally:
-        con.close()
+    window: DataWindow = field(default_factory=DataWindow)
 
 
 def load_feedback(
-    snapshot: Path,
+    snapshot: Snapshot,
     texts: dict[str, str],
     *,
     heldout_fraction: float,
@@ -63,34 +52,29 @@ def load_feedback(
     ``texts`` maps product id to the text the encoder sees; pairs naming unknown products are
     dropped. ``since`` (the parent model's data window end) decides which pairs are new.
     """
-    pairs = _read(
-        snapshot,
-        "SELECT norm_query, positive_id, negative_id, grade, weight FROM 'training_pairs.parquet'",
-    )
-    judged = _read(
-        snapshot,
-        "SELECT norm_query, product_id, max(grade), max(ts) FROM 'judgments.parquet' GROUP BY ALL",
-    )
-    window = _read(snapshot, "SELECT min(ts), max(ts) FROM 'queries.parquet'")[0]
-    fresh = {q for q, _, _, ts in judged if since is None or (ts is not None and ts > since)}
+    judged = snapshot.judgments()
+    first, last = snapshot.query_window()
+    fresh = {j.norm_query for j in judged if since is None or (j.last_ts and j.last_ts > since)}
     examples: list[TrainingExample] = []
     new_pairs = 0
-    for norm_query, pos, neg, _grade, weight in pairs:
-        if is_heldout(norm_query, heldout_fraction) or pos not in texts or neg not in texts:
+    for pair in snapshot.training_pairs():
+        query, pos, neg = pair.norm_query, pair.positive_id, pair.negative_id
+        if is_heldout(query, heldout_fraction) or pos not in texts or neg not in texts:
             continue
-        examples.append(TrainingExample(norm_query, texts[pos], texts[neg], float(weight)))
-        new_pairs += norm_query in fresh
+        examples.append(TrainingExample(query, texts[pos], texts[neg], pair.weight))
+        new_pairs += query in fresh
     train_queries: dict[str, set[str]] = {}
     heldout_qrels: Qrels = {}
     heldout_queries: dict[str, str] = {}
-    for norm_query, product, grade, _ts in judged:
-        if not is_heldout(norm_query, heldout_fraction):
-            if grade >= 1:
-                train_queries.setdefault(norm_query, set()).add(product)
+    for judgment in judged:
+        query = judgment.norm_query
+        if not is_heldout(query, heldout_fraction):
+            if judgment.grade >= 1:
+                train_queries.setdefault(query, set()).add(judgment.product_id)
             continue
-        qid = query_id(norm_query)
-        heldout_queries[qid] = norm_query
-        heldout_qrels.setdefault(qid, {})[product] = int(grade)
+        qid = query_id(query)
+        heldout_queries[qid] = query
+        heldout_qrels.setdefault(qid, {})[judgment.product_id] = judgment.grade
     # A held-out query with no relevant product cannot move nDCG; leave it out.
     for qid in [q for q, rels in heldout_qrels.items() if max(rels.values()) < 1]:
         del heldout_qrels[qid], heldout_queries[qid]
@@ -108,5 +92,5 @@ def load_feedback(
         heldout_queries=heldout_queries,
         heldout_qrels=heldout_qrels,
         new_pairs=new_pairs,
-        window={"first": str(window[0]), "last": str(window[1])},
+        window=DataWindow(first=first, last=last),
     )

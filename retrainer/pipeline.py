@@ -26,6 +26,7 @@ from retrainer.negatives import mine_hard_negatives
 from retrainer.report import write_report
 from retrainer.scratch import readable_index
 from retrainer.training import TrainingExample, train_splade
+from services.cards import DataWindow
 from services.catalog_store import load_products
 from services.encoding.base import SpladeEncoder
 from services.encoding.package import register_model
@@ -44,7 +45,7 @@ from services.metrics import (
 )
 from services.registry import CARD, ModelRegistry, atomic_write_text
 from services.settings import Settings
-from services.snapshots import latest_snapshot
+from services.snapshots import Snapshot
 
 logger = logging.getLogger(__name__)
 
@@ -80,8 +81,7 @@ def exclusive_run(registry: ModelRegistry) -> Iterator[None]:
 
 
 def _since(registry: ModelRegistry, version: str) -> datetime | None:
-    last = registry.card(version).training.get("data_window", {}).get("last")
-    return datetime.fromisoformat(last) if last and last != "None" else None
+    return DataWindow.of(registry.card(version).training).last
 
 
 def _examples(
@@ -141,7 +141,7 @@ def _run(settings: Settings, registry: ModelRegistry, stage: Stage) -> RetrainOu
     parent = registry.pointers().production
     if parent is None:
         raise RegistryError("No production model yet; run `flywheel index --catalog FILE` first.")
-    snapshot = latest_snapshot(settings.exports_dir)
+    snapshot = Snapshot.latest(settings.exports_dir)
     if snapshot is None:
         return RetrainOutcome(
             "skipped",
@@ -192,7 +192,7 @@ def _run(settings: Settings, registry: ModelRegistry, stage: Stage) -> RetrainOu
                     parent=parent,
                     training={
                         "snapshot": data.snapshot,
-                        "data_window": data.window,
+                        "data_window": data.window.model_dump(mode="json"),
                         "pairs": {
                             "feedback": len(data.examples),
                             "new": data.new_pairs,

@@ -4,7 +4,9 @@ the ones a running encoder_server holds open."""
 from __future__ import annotations
 
 import shutil
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 from services.encoding.base import SpladeEncoder
@@ -27,6 +29,25 @@ def readable_index(settings: Settings, version: str, scratch: Path) -> ProductIn
     copy = scratch / "indexes" / version
     shutil.copytree(settings.index_dir / version, copy, dirs_exist_ok=False)
     return EdgeIndex.open(copy, version)
+
+
+def index_reader(
+    settings: Settings, scratch: Path
+) -> Callable[[str], AbstractContextManager[ProductIndex]]:
+    """An opener of versions' indexes for reading (:func:`readable_index`, closed and its copy
+    removed on exit): what :class:`~services.evaluation.heldout.HeldOutEvaluator` takes."""
+
+    @contextmanager
+    def open_version(version: str) -> Iterator[ProductIndex]:
+        scratch.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=scratch) as tmp:
+            index = readable_index(settings, version, Path(tmp))
+            try:
+                yield index
+            finally:
+                index.close()
+
+    return open_version
 
 
 def scratch_index(

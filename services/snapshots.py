@@ -1,18 +1,47 @@
-"""Reading the Parquet snapshots feedback_ingest writes (the retrainer's only view of events).
+"""The Parquet snapshots feedback_ingest writes: the retrainer's and the canary controller's only
+view of the events, and the one place that knows how they are laid out and read.
 
 Layout: ``exports/snapshot-<UTC timestamp>/`` folders, each complete with ``manifest.json``, and
-an ``exports/latest`` file naming the newest one (replaced atomically by the writer).
+an ``exports/latest`` file naming the newest one (replaced atomically by the writer). Each table
+of :data:`SNAPSHOT_TABLES` is one Parquet file named after it. Readers open a
+:class:`Snapshot` and query the tables by name (:meth:`Snapshot.fetch`) or through the typed
+helpers; nothing else builds a snapshot path.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
+
+import duckdb
 
 LATEST = "latest"
 PREFIX = "snapshot-"
 MANIFEST = "manifest.json"
+
+
+class Table(StrEnum):
+    """The tables a snapshot holds (and the DuckDB tables they are copied from)."""
+
+    QUERIES = "queries"
+    INTERACTIONS = "interactions"
+    JUDGMENTS = "judgments"
+    QUERY_PRODUCT_STATS = "query_product_stats"
+    TRAINING_PAIRS = "training_pairs"
+    PROPENSITIES = "propensities"
+    ONLINE_METRICS = "online_metrics"
+    ONLINE_METRICS_BY_ARM = "online_metrics_by_arm"
+    INTERLEAVING_WINS = "interleaving_wins"
+
+
+SNAPSHOT_TABLES: tuple[Table, ...] = tuple(Table)
+"""Every table, in export order."""
 
 
 def snapshot_folders(exports_dir: Path) -> list[Path]:
@@ -35,3 +64,149 @@ def read_manifest(snapshot: Path) -> dict[str, Any]:
     """The parsed ``manifest.json`` of a snapshot folder."""
     data: dict[str, Any] = json.loads((snapshot / MANIFEST).read_text(encoding="utf-8"))
     return data
+
+
+def table_file(snapshot: Path, table: Table) -> Path:
+    """Where ``table`` lives in a snapshot folder (for the writer)."""
+    return snapshot / f"{table.value}.parquet"
+
+
+@dataclass(frozen=True, slots=True)
+class PairRow:
+    """A click-derived training pair: a positive and a skipped product for a query."""
+
+    norm_query: str
+    positive_id: str
+    negative_id: str
+    grade: int
+    weight: float
+
+
+@dataclass(frozen=True, slots=True)
+class JudgmentRow:
+    """The best graded judgment of a product for a query across its served lists."""
+
+    norm_query: str
+    product_id: str
+    grade: int
+    last_ts: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class OnlineArm:
+    """Per-list online nDCG@10 (click gains) of one version on one arm."""
+
+    version: str
+    arm: str
+    lists: int
+    mean: float
+    variance: float
+    ctr_at_10: float
+
+
+@dataclass(frozen=True, slots=True)
+class InterleavingRecord:
+    """Team-draft interleaving outcomes of a canary against its control version."""
+
+    canary: str
+    control: str
+    lists: int
+    wins: int
+    losses: int
+    ties: int
+
+
+class Snapshot:
+    """One complete snapshot, its tables readable as DuckDB views named after them."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.name = folder.name
+        self.manifest = read_manifest(folder)
+
+    @classmethod
+    def latest(cls, exports_dir: Path) -> Snapshot | None:
+        """The newest complete snapshot under ``exports_dir``, if any."""
+        folder = latest_snapshot(exports_dir)
+        return cls(folder) if folder is not None else None
+
+    @contextmanager
+    def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """An in-memory connection where every table of the snapshot is a view."""
+        con = duckdb.connect()
+        try:
+            con.execute("SET TimeZone = 'UTC'")
+            for table in SNAPSHOT_TABLES:
+                path = table_file(self.folder, table)
+                if path.is_file():
+                    con.read_parquet(str(path)).create_view(table.value)
+            yield con
+        finally:
+            con.close()
+
+    def fetch(self, sql: str, params: Sequence[object] | None = None) -> list[tuple[Any, ...]]:
+        """Rows of ``sql`` over the snapshot's tables (by their :class:`Table` names)."""
+        with self.connect() as con:
+            return con.execute(sql, list(params or [])).fetchall()
+
+    def training_pairs(self) -> list[PairRow]:
+        """Every training pair, in a stable order."""
+        rows = self.fetch(
+            f"SELECT norm_query, positive_id, negative_id, grade, weight "
+            f"FROM {Table.TRAINING_PAIRS} ORDER BY ALL"
+        )
+        return [PairRow(str(q), str(p), str(n), int(g), float(w)) for q, p, n, g, w in rows]
+
+    def judgments(self) -> list[JudgmentRow]:
+        """The best grade per (query, product) over every judged list, with its latest time."""
+        rows = self.fetch(
+            f"SELECT norm_query, product_id, max(grade), max(ts) FROM {Table.JUDGMENTS} "
+            "GROUP BY ALL ORDER BY ALL"
+        )
+        return [JudgmentRow(str(q), str(p), int(g), ts) for q, p, g, ts in rows]
+
+    def query_window(self) -> tuple[datetime | None, datetime | None]:
+        """Time of the first and the last served list."""
+        first, last = self.fetch(f"SELECT min(ts), max(ts) FROM {Table.QUERIES}")[0]
+        return first, last
+
+    def served_queries(self) -> set[str]:
+        """Normalised text of every served query."""
+        return {str(r[0]) for r in self.fetch(f"SELECT DISTINCT norm_query FROM {Table.QUERIES}")}
+
+    def pair_queries(self) -> set[str]:
+        """Normalised text of every query with a training pair."""
+        return {
+            str(r[0]) for r in self.fetch(f"SELECT DISTINCT norm_query FROM {Table.TRAINING_PAIRS}")
+        }
+
+    def online_arm(self, version: str, arm: str) -> OnlineArm:
+        """Per-list online nDCG@10 of ``version`` served on ``arm`` (closed windows only)."""
+        count, mean, variance, ctr = self.fetch(
+            "SELECT count(*), coalesce(avg(ndcg_at_10), 0), coalesce(var_samp(ndcg_at_10), 0), "
+            f"coalesce(avg(clicked::INT), 0) FROM {Table.ONLINE_METRICS} "
+            "WHERE model_version = ? AND arm = ?",
+            [version, arm],
+        )[0]
+        return OnlineArm(version, arm, int(count), float(mean), float(variance), float(ctr))
+
+    def online_ndcg_by_version(self) -> dict[str, tuple[float, int]]:
+        """Mean online nDCG@10 and list count per version over its single-model arms.
+
+        An interleaved list mixes two versions' results: its nDCG is neither version's.
+        """
+        rows = self.fetch(
+            "SELECT model_version, sum(mean_ndcg_at_10 * lists) / nullif(sum(lists), 0), "
+            f"sum(lists) FROM {Table.ONLINE_METRICS_BY_ARM} WHERE arm <> 'interleaved' GROUP BY 1"
+        )
+        return {str(v): (float(m or 0.0), int(n)) for v, m, n in rows}
+
+    def interleaving(self, canary: str, control: str) -> InterleavingRecord:
+        """Closed interleaved lists of ``canary`` against ``control``, by outcome."""
+        lists, wins, losses, ties = self.fetch(
+            "SELECT coalesce(sum(lists), 0), coalesce(sum(wins), 0), coalesce(sum(losses), 0), "
+            f"coalesce(sum(ties), 0) FROM {Table.INTERLEAVING_WINS} "
+            "WHERE model_version = ? AND control_version = ?",
+            [canary, control],
+        )[0]
+        return InterleavingRecord(canary, control, int(lists), int(wins), int(losses), int(ties))

@@ -25,22 +25,12 @@ from services.snapshots import (
     LATEST,
     MANIFEST,
     PREFIX,
+    SNAPSHOT_TABLES,
     snapshot_folders,
+    table_file,
 )
 
 logger = logging.getLogger(__name__)
-
-SNAPSHOT_TABLES = (
-    "queries",
-    "interactions",
-    "judgments",
-    "query_product_stats",
-    "training_pairs",
-    "propensities",
-    "online_metrics",
-    "online_metrics_by_arm",
-    "interleaving_wins",
-)
 
 
 def write_snapshot(
@@ -87,10 +77,11 @@ def _export(
 ) -> dict[str, Any]:
     tables: dict[str, dict[str, Any]] = {}
     for table in SNAPSHOT_TABLES:
-        target = str(folder / f"{table}.parquet").replace("'", "''")
-        con.execute(f"COPY (SELECT * FROM {table}) TO '{target}' (FORMAT parquet)")
+        target = table_file(folder, table)
+        literal = str(target).replace("'", "''")  # COPY takes no parameters
+        con.execute(f"COPY (SELECT * FROM {table}) TO '{literal}' (FORMAT parquet)")
         row = con.execute(f"SELECT count(*) FROM {table}").fetchone()
-        tables[table] = {"file": f"{table}.parquet", "rows": int(row[0]) if row else 0}
+        tables[table.value] = {"file": target.name, "rows": int(row[0]) if row else 0}
     next_offsets: dict[str, dict[str, int]] = {}
     for topic, partition, offset in con.execute(
         "SELECT topic, partition, next_offset FROM consumer_offsets ORDER BY ALL"

@@ -10,8 +10,7 @@ import pytest
 
 from feedback_ingest.store import EventStore, Sourced, latest_snapshot, write_snapshot
 from feedback_ingest.store import snapshot as snapshot_module
-from feedback_ingest.store.snapshot import SNAPSHOT_TABLES
-from services.snapshots import read_manifest
+from services.snapshots import SNAPSHOT_TABLES, read_manifest
 from tests.feedback_ingest.builders import act, at, query
 
 

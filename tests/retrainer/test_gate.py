@@ -12,6 +12,7 @@ from retrainer.report import write_report
 from services.evaluation.metrics import evaluate_runs
 from services.evaluation.report import EvalReport
 from services.settings import GatePolicy
+from services.snapshots import Snapshot
 
 QRELS = {f"q{i}": {"good": 2, "bad": 0} for i in range(40)}
 
@@ -90,7 +91,7 @@ def test_feedback_never_trains_on_heldout_queries(tmp_path: Path) -> None:
     with EventStore(tmp_path / "events.duckdb") as store:
         store.write_batch(events, actions)
         snapshot = write_snapshot(store, tmp_path / "exports")
-    data = load_feedback(snapshot, texts, heldout_fraction=0.3)
+    data = load_feedback(Snapshot(snapshot), texts, heldout_fraction=0.3)
     trained = {e.query for e in data.examples}
     held = set(data.heldout_queries.values())
     assert trained and held and not trained & held
