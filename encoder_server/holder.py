@@ -29,7 +29,7 @@ from services.encoding.onnx_splade import OnnxSpladeEncoder
 from services.encoding.versions import onnx_encoder
 from services.errors import FlywheelError, RegistryError
 from services.events import ServingArm
-from services.identity import keyed_unit, routing_secret
+from services.identity import in_canary, routing_secret
 from services.index.base import ProductIndex
 from services.index.bm25 import Bm25Encoder
 from services.index.factory import open_index
@@ -99,10 +99,8 @@ class Routing:
         ``session_id`` lands in the canary (the key is secret), and each new canary draws its
         sessions afresh, so no session is a canary for every version.
         """
-        if self.canary is None or self.canary_fraction <= 0 or not session_id:
-            return self.production, "production"
-        if keyed_unit(self.secret, "canary", self.canary.version, session_id) < (
-            self.canary_fraction
+        if self.canary is not None and in_canary(
+            self.secret, self.canary.version, session_id, self.canary_fraction
         ):
             return self.canary, "canary"
         return self.production, "production"

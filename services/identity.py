@@ -75,3 +75,14 @@ def keyed_unit(secret: bytes, *parts: str) -> float:
 def client_key(secret: bytes, address: str) -> str:
     """A stable pseudonym of a network address (stored instead of the address itself)."""
     return hmac.new(secret, address.encode(), hashlib.sha256).hexdigest()[:16]
+
+
+def in_canary(secret: bytes, canary: str, session_id: str | None, fraction: float) -> bool:
+    """Whether ``session_id`` is in ``canary``'s bucket (a ``fraction`` of sessions).
+
+    Keyed by the canary's version too, so each canary draws its own sessions and no session
+    is a canary for every version. A request without a session always gets production.
+    """
+    if not session_id or fraction <= 0:
+        return False
+    return keyed_unit(secret, "canary", canary, session_id) < fraction

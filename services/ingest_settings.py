@@ -31,6 +31,33 @@ class ClickModelSettings(BaseModel):
     tol: float = Field(default=1e-6, gt=0, description="Stop when no propensity moves more.")
 
 
+class FeedbackCaps(BaseModel):
+    """How much any one session or client may weigh in judgments, pairs and online metrics.
+
+    Session and client ids are what a shopper sends; the client is the keyed hash of its
+    network address that encoder_server records (``queries.client_key``), or the session
+    where none was recorded. Caps bound what one actor can do by posting events; they do not
+    replace the served-list binding or the gate.
+    """
+
+    max_lists_per_session: int = Field(
+        default=50, ge=1, description="A session's later lists are not counted at all."
+    )
+    max_client_share: float = Field(
+        default=0.01,
+        gt=0,
+        le=1,
+        description="No client counts for more than this share of a comparison's lists (per "
+        "version and arm, or per interleaved pair), nor of the total training weight.",
+    )
+    min_client_lists: int = Field(
+        default=20,
+        ge=1,
+        description="A client may always count this many lists (and this many clipped "
+        "engagements of training weight), so small shops are not capped by the share.",
+    )
+
+
 class DerivedSettings(BaseModel):
     """How judgments, IPS weights, training pairs and online metrics are derived."""
 
@@ -39,6 +66,7 @@ class DerivedSettings(BaseModel):
         default=20.0, ge=1, description="Each click's 1/propensity is clipped at this value."
     )
     max_pairs_per_query: int = Field(default=50, ge=1)
+    caps: FeedbackCaps = Field(default_factory=FeedbackCaps)
     attribution_window_s: float = Field(
         default=1800.0,
         gt=0,

@@ -25,6 +25,7 @@ from services.ingest_settings import DerivedSettings
 logger = logging.getLogger(__name__)
 
 DERIVED_TABLES = (
+    "capped_lists",
     "propensities",
     "judgments",
     "query_product_stats",
@@ -72,14 +73,18 @@ def rebuild_derived(
     at = _utc(now or datetime.now(UTC))
     for table in DERIVED_TABLES:
         con.execute(f"DELETE FROM {table}")
+    caps = cfg.caps
+    con.execute(_sql("capped_lists"), {"max_lists_per_session": caps.max_lists_per_session})
+    share = {"max_client_share": caps.max_client_share, "min_client_lists": caps.min_client_lists}
     estimate = _fit_propensities(con, cfg)
     _store_propensities(con, estimate, at)
     con.execute(_sql("judgments"))
-    con.execute(_sql("query_product_stats"), {"ips_max_weight": cfg.ips_max_weight})
+    con.execute(_sql("query_product_stats"), {"ips_max_weight": cfg.ips_max_weight, **share})
     con.execute(_sql("training_pairs"), {"max_pairs": cfg.max_pairs_per_query})
-    con.execute(_sql("online_metrics"), {"now": at, "window_s": cfg.attribution_window_s})
+    window = {"now": at, "window_s": cfg.attribution_window_s, **share}
+    con.execute(_sql("online_metrics"), window)
     con.execute(_sql("online_metrics_by_arm"))
-    con.execute(_sql("interleaving_wins"), {"now": at, "window_s": cfg.attribution_window_s})
+    con.execute(_sql("interleaving_wins"), window)
     rows = {t: _count(con, t) for t in DERIVED_TABLES}
     methods = set(estimate.methods)
     method = methods.pop() if len(methods) == 1 else "mixed"

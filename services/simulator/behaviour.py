@@ -22,6 +22,14 @@ from services.events import Action
 from services.settings import SimulatorSettings
 
 
+def searches_in_session(rng: random.Random, mean: float) -> int:
+    """How many searches a session makes: geometric with the given mean (at least one)."""
+    searches = 1
+    while rng.random() > 1 / mean:
+        searches += 1
+    return searches
+
+
 @dataclass(frozen=True, slots=True)
 class Reaction:
     """One thing a shopper did with a product of the list (``position`` is 1-based)."""

@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 
 from services.settings import SimulatorSettings
-from services.simulator.behaviour import ShopperBehaviour
+from services.simulator.behaviour import ShopperBehaviour, searches_in_session
 from services.simulator.intents import IntentPool
 
 logger = logging.getLogger(__name__)
@@ -147,10 +147,7 @@ class ShopperTraffic:
         self, client: httpx.AsyncClient, session_id: str, rng: random.Random
     ) -> None:
         self.stats.count("sessions")
-        searches = 1
-        while rng.random() > 1 / self.cfg.queries_per_session:
-            searches += 1
-        for _ in range(searches):
+        for _ in range(searches_in_session(rng, self.cfg.queries_per_session)):
             try:
                 await self._search_and_react(client, session_id, rng)
             except httpx.HTTPError as exc:

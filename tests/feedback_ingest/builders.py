@@ -30,12 +30,17 @@ def query(
     page: int = 1,
     teams: list[str] | None = None,
     control: str | None = None,
+    session: str | None = None,
+    client_key: str | None = None,
+    offset: int = 0,
 ) -> QueryEvent:
     return QueryEvent(
         query_id=query_id,
         timestamp=at(minute),
         user_query=text,
-        session_id=f"s-{query_id}",
+        session_id=session or f"s-{query_id}",
+        client_key=client_key,
+        offset=offset,
         model_version=version,
         arm=arm,
         page=page,
