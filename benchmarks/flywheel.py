@@ -320,17 +320,11 @@ def index_version(settings: Settings, version: str, products: Sequence[Product])
 
 
 def register_and_index(settings: Settings, products: Sequence[Product]) -> str:
-    """Register ``settings.encoder.model`` (the bundled model) as v1, save the catalog where the
-    retrainer reads it, index it and make v1 production (what ``flywheel index`` does)."""
-    from services.catalog_store import save_products
-    from services.encoding.package import register_pretrained
+    """Register the bundled model as v1, index the catalog and make v1 production."""
+    from services.indexing import bootstrap_home
 
-    registry = ModelRegistry(settings.registry_dir)
-    card = register_pretrained(registry, settings.encoder.model, settings.encoder)
-    save_products(list(products), settings.home)
-    index_version(settings, card.version, products)
-    registry.set_production(card.version, actor="benchmark")
-    return card.version
+    progress = log_progress("indexing with v1", len(products))
+    return bootstrap_home(settings, products, progress=progress, actor="benchmark")
 
 
 def train_supervised(
@@ -341,40 +335,32 @@ def train_supervised(
 
     Returns (version, training facts, normalised queries trained on).
     """
-    from retrainer.bootstrap import labelled_examples
-    from retrainer.training import train_splade
+    from retrainer.bootstrap import labelled_examples, train_labelled
     from services.catalog_store import load_products
-    from services.encoding.package import register_model
-    from services.encoding.torch_splade import load_mlm
 
-    registry = ModelRegistry(settings.registry_dir)
-    triples = labelled_examples(
-        labelled,
-        max_examples=examples,
-        seed=settings.train.seed,
-        exclude_queries=split.heldout_texts,
+    trained_on = frozenset(
+        t.query
+        for t in labelled_examples(
+            labelled,
+            max_examples=examples,
+            seed=settings.train.seed,
+            exclude_queries=split.heldout_texts,
+        )
     )
-    trained_on = frozenset(t.query for t in triples)
     if trained_on & split.heldout_texts:
         raise AssertionError("a held-out query reached the supervised training set")
-    cfg = settings.train.model_copy(update={"max_examples": examples})
-    with tempfile.TemporaryDirectory(prefix="supervised-", dir=settings.home) as tmp:
-        out = Path(tmp) / "model"
-        result = train_splade(registry.path(base), triples, out, cfg)
-        model, tokenizer = load_mlm(str(out))
-        card = register_model(
-            registry,
-            model,
-            tokenizer,
-            source=f"train:{labelled.name} (train split)",
-            encoder=settings.encoder,
-            parent=base,
-            training={"examples": len(triples), "hyperparameters": cfg.model_dump()},
-        )
+    card, result = train_labelled(
+        settings,
+        labelled,
+        base=base,
+        examples=examples,
+        exclude_queries=split.heldout_texts,
+        source=f"train:{labelled.name} (train split)",
+    )
     index_version(settings, card.version, load_products(settings.home))
     facts = {
         "version": card.version,
-        "triples": len(triples),
+        "triples": card.training["examples"],
         "queries": len(trained_on),
         "device": result.device,
         "steps": result.steps,
@@ -543,14 +529,16 @@ def retrain_round(settings: Settings, watch: Stopwatch, round_no: int) -> dict[s
     }
     decision = outcome.decision
     if decision is not None:
+        heldout = decision.check("heldout")
         record["gate"] = {
             "passed": decision.passed,
             "reasons": decision.reasons,
-            "heldout_queries": decision.heldout_queries,
-            "production_ndcg": decision.heldout.get("production"),
-            "candidate_ndcg": decision.heldout.get("candidate"),
-            "gain": decision.gain,
-            "p_value": decision.p_value,
+            "checks": [c.model_dump() for c in decision.checks],
+            "heldout_queries": heldout.queries if heldout else 0,
+            "production_ndcg": heldout.control_value if heldout else None,
+            "candidate_ndcg": heldout.candidate_value if heldout else None,
+            "gain": heldout.difference if heldout else None,
+            "p_value": heldout.p_value if heldout else None,
         }
     if outcome.candidate:
         training = ModelRegistry(settings.registry_dir).card(outcome.candidate).training

@@ -72,21 +72,12 @@ def demo_settings(base: Settings, home: Path, ports: tuple[int, int]) -> Setting
 def _bootstrap(settings: Settings, pool: IntentPool) -> None:
     """Register the bundled model as v1, index the catalog with it and make it production."""
     from flywheel_cli.main import progress_bar
-    from services.catalog_store import save_products
-    from services.encoding.package import register_pretrained
-    from services.indexing import index_products
-    from services.registry import ModelRegistry
+    from services.indexing import bootstrap_home
 
-    registry = ModelRegistry(settings.registry_dir)
-    card = register_pretrained(registry, "bundled", settings.encoder)
     products = pool.labelled.products
-    save_products(products, settings.home)
     with progress_bar() as bar:
         task = bar.add_task(f"indexing {len(products)} products with v1", total=len(products))
-        index_products(
-            settings, card.version, products, progress=lambda n: bar.advance(task, n)
-        ).close()
-    registry.set_production(card.version)
+        bootstrap_home(settings, products, model="bundled", progress=lambda n: bar.advance(task, n))
 
 
 class HeldOut:
@@ -201,11 +192,7 @@ class Loop:
             if outcome.decision is not None:
                 d = outcome.decision
                 short = f"{'canary' if d.passed else 'rejected'} {d.candidate}"
-                decision = (
-                    f"gate {'passed' if d.passed else 'rejected'} {d.candidate}: held-out "
-                    f"{d.heldout['production']:.3f} -> {d.heldout['candidate']:.3f}"
-                    f" (p={d.p_value:.2g}); {outcome.status}"
-                )
+                decision = f"{d.summary()}; {outcome.status}"
         after = registry.pointers()
         assert after.production is not None
         self.phase = f"round {number}: measuring held-out nDCG"

@@ -12,12 +12,16 @@ from __future__ import annotations
 import logging
 import math
 import random
+import tempfile
 from collections.abc import Sequence, Set
+from pathlib import Path
 
-from retrainer.training import TrainingExample
+from retrainer.training import TrainingExample, TrainResult, train_splade
 from services.datasets.base import LabelledSet
 from services.datasets.protocol import normalise_query
 from services.errors import ConfigError
+from services.registry import ModelCard
+from services.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -128,3 +132,65 @@ def labelled_examples(
     out = [ex for pool, n in zip(pools, shares, strict=True) for ex in rng.sample(pool, n)]
     rng.shuffle(out)
     return out
+
+
+def train_labelled(
+    settings: Settings,
+    sets: LabelledSet | Sequence[LabelledSet],
+    *,
+    base: str,
+    examples: int,
+    exclude_queries: Set[str] = frozenset(),
+    source: str | None = None,
+    invert: bool = False,
+) -> tuple[ModelCard, TrainResult]:
+    """Fine-tune version ``base`` (or a checkpoint path) on labelled triples and register the
+    result as a new version, not promoted (``flywheel train``, the benchmarks' references).
+
+    ``invert`` swaps positives and negatives: a deliberately worse model, for the decision
+    benchmark's trials. Queries in ``exclude_queries`` (held-out or test) are never used.
+    """
+    from services.encoding.package import register_model
+    from services.encoding.torch_splade import load_mlm
+    from services.registry import ModelRegistry
+
+    registry = ModelRegistry(settings.registry_dir)
+    group = [sets] if isinstance(sets, LabelledSet) else list(sets)
+    triples = labelled_examples(
+        group, max_examples=examples, seed=settings.train.seed, exclude_queries=exclude_queries
+    )
+    if invert:
+        triples = [TrainingExample(t.query, t.negative, t.positive, t.weight) for t in triples]
+    if not triples:
+        raise ConfigError(
+            f"no training triples in {', '.join(s.name for s in group)}: the sets need queries "
+            "with both a highly and a lowly graded product."
+        )
+    start = str(registry.path(base)) if base in registry.versions() else base
+    cfg = settings.train.model_copy(update={"max_examples": examples})
+    settings.home.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="train-", dir=settings.home) as tmp:
+        out = Path(tmp) / "model"
+        result = train_splade(start, triples, out, cfg)
+        model, tokenizer = load_mlm(str(out))
+        card = register_model(
+            registry,
+            model,
+            tokenizer,
+            source=source or f"train:{'+'.join(s.name for s in group)}",
+            encoder=settings.encoder,
+            parent=base if base in registry.versions() else None,
+            training={
+                "examples": len(triples),
+                "queries": len({t.query for t in triples}),
+                "inverted": invert,
+                "hyperparameters": cfg.model_dump(),
+                "result": {
+                    "device": result.device,
+                    "steps": result.steps,
+                    "seconds": round(result.seconds, 1),
+                    "final_loss": result.final_loss,
+                },
+            },
+        )
+    return card, result

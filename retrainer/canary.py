@@ -1,58 +1,58 @@
 """The canary controller: promote or roll back the canary from what shoppers did.
 
-Offline gates are necessary, not sufficient. Once each arm has served enough lists (whose
-attribution windows have closed), the controller compares mean online nDCG@10 of the canary
-and production arms (Welch's difference of means, normal approximation, which the minimum
-list count makes reasonable): it promotes when the canary is not worse than production by
-more than the margin (non-inferiority, or significantly better if so configured), rolls back
-when it is significantly worse, and otherwise waits. Every decision is recorded with its
-figures in ``registry/canary_decisions.jsonl`` and as metrics.
+Offline gates are necessary, not sufficient: whether a candidate is better is decided on
+shoppers. The default judge is team-draft interleaving (Radlinski et al., 2008): canary-bucket
+sessions see the canary's and production's rankings interleaved, and the canary wins a list
+when its results got more engagement (Chapelle et al., 2012 found interleaving 10-100x more
+sensitive than comparing A/B metrics). The A/B judge compares mean online nDCG@10 of the
+canary arm with production's. benchmarks/decisions.py measures both against the simulator's
+true grades; its evidence chose the defaults.
+
+The controller looks at every snapshot, so its test must stay valid under repeated looks: by
+default a mixture sequential probability ratio test (:mod:`services.evaluation.sequential`),
+which promotes only a canary shown to be better and rolls back one shown to be worse; a canary
+still undecided after ``max_lists_per_arm`` is rolled back as inconclusive. The fixed z-test
+(``test = 'fixed'``) is what the controller did before and is kept to be measured.
+
+Decisions are applied by compare-and-swap on the versions judged, recorded with their figures
+in ``registry/canary_decisions.jsonl`` (:mod:`services.decisions`) and exported as metrics.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-from datetime import UTC, datetime
-from typing import Literal
+from dataclasses import dataclass
 
-from pydantic import BaseModel, Field
-
+from services.decisions import (
+    ArmStats,
+    CanaryDecision,
+    CanaryVerdict,
+    InterleavingStats,
+    append_canary_decision,
+    read_canary_decisions,
+)
+from services.errors import RegistryError
+from services.evaluation.sequential import Verdict, msprt_bernoulli, msprt_normal
 from services.metrics import CANARY_DECISIONS, CANARY_NDCG_DIFF
 from services.registry import ModelRegistry
 from services.settings import CanaryPolicy, Settings
 from services.snapshots import Snapshot
-from services.status import CANARY_DECISIONS_LOG
 
 logger = logging.getLogger(__name__)
 
-Decision = Literal["promote", "rollback", "wait"]
 
+@dataclass(frozen=True, slots=True)
+class Judgement:
+    """What a judge concluded from the evidence so far."""
 
-class ArmStats(BaseModel):
-    """Online nDCG@10 of one arm's served lists."""
-
-    version: str
-    lists: int
-    mean: float
-    variance: float
-    ctr_at_10: float
-
-
-class CanaryDecision(BaseModel):
-    """A controller decision and the figures behind it."""
-
-    decision: Decision
+    decision: CanaryVerdict
     reason: str
-    decided_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
-    snapshot: str | None = None
-    production: ArmStats | None = None
-    canary: ArmStats | None = None
-    difference: float | None = None
-    lower: float | None = None
-    upper: float | None = None
-    policy: CanaryPolicy
+    difference: float
+    lower: float
+    upper: float
+    p_value: float | None
+    evidence: int
 
 
 def arm_stats(snapshot: Snapshot, version: str, arm: str) -> ArmStats:
@@ -67,78 +67,136 @@ def arm_stats(snapshot: Snapshot, version: str, arm: str) -> ArmStats:
     )
 
 
-def judge(
-    production: ArmStats, canary: ArmStats, policy: CanaryPolicy
-) -> tuple[Decision, str, float, float, float]:
-    """The decision for two arms: (decision, reason, difference, lower, upper)."""
+def _from_verdict(verdict: Verdict) -> CanaryVerdict:
+    return "promote" if verdict == "better" else "rollback" if verdict == "worse" else "wait"
+
+
+def _from_bounds(lower: float, upper: float, policy: CanaryPolicy) -> CanaryVerdict:
+    """The fixed test's rule: significantly worse rolls back; better (or, without
+    ``require_better``, not worse by more than the margin) promotes."""
+    if upper < 0:
+        return "rollback"
+    if (lower > 0) if policy.require_better else (lower > -policy.margin):
+        return "promote"
+    return "wait"
+
+
+def _words(decision: CanaryVerdict, text: str, bounds: str) -> str:
+    lead = {"promote": "canary is better", "rollback": "canary is worse", "wait": "undecided"}
+    return f"{lead[decision]}: {text}, {bounds}"
+
+
+def judge_ab(production: ArmStats, canary: ArmStats, policy: CanaryPolicy) -> Judgement:
+    """Mean online nDCG@10 of the canary arm against production's (Welch's difference)."""
     diff = canary.mean - production.mean
-    if min(production.lists, canary.lists) < policy.min_lists_per_arm:
-        return (
-            "wait",
-            (
-                f"{canary.lists} canary and {production.lists} production lists; need "
-                f"{policy.min_lists_per_arm} per arm"
-            ),
-            diff,
-            -math.inf,
-            math.inf,
-        )
-    se = math.sqrt(canary.variance / canary.lists + production.variance / production.lists)
-    lower, upper = diff - policy.z * se, diff + policy.z * se
-    # Significantly worse wins over "within the margin": shoppers are measurably worse off.
-    if upper < 0:
-        return (
-            "rollback",
-            f"canary is worse: difference {diff:+.4f}, bound [{lower:+.4f}, {upper:+.4f}]",
-            diff,
-            lower,
-            upper,
-        )
-    if (lower > 0) if policy.require_better else (lower > -policy.margin):
-        rule = "better" if policy.require_better else f"not worse than -{policy.margin}"
-        return (
-            "promote",
-            f"canary is {rule}: difference {diff:+.4f}, bound [{lower:+.4f}, {upper:+.4f}]",
-            diff,
-            lower,
-            upper,
-        )
-    return (
-        "wait",
-        f"undecided: difference {diff:+.4f}, bound [{lower:+.4f}, {upper:+.4f}]",
-        diff,
-        lower,
-        upper,
+    evidence = min(production.lists, canary.lists)
+    text = (
+        f"online nDCG@10 {canary.mean:.4f} ({canary.lists} lists) vs "
+        f"{production.mean:.4f} ({production.lists}), difference {diff:+.4f}"
     )
-
-
-def judge_interleaving(
-    wins: int, losses: int, policy: CanaryPolicy
-) -> tuple[Decision, str, float, float, float]:
-    """Team-draft interleaving: the canary's share of decided lists against 1/2 (Chapelle et
-    al., 2012). The margin applies to that share; the same promote/rollback rules hold."""
-    decided = wins + losses
-    if decided < policy.min_lists_per_arm:
-        return (
+    if evidence < policy.min_lists_per_arm:
+        return Judgement(
             "wait",
-            (f"{decided} interleaved lists decided a winner; need {policy.min_lists_per_arm}"),
-            0.0,
+            f"{canary.lists} canary and {production.lists} production lists; need "
+            f"{policy.min_lists_per_arm} per arm",
+            diff,
             -math.inf,
             math.inf,
+            None,
+            evidence,
         )
-    share = wins / decided
+    variance = canary.variance / canary.lists + production.variance / production.lists
+    if policy.test == "sequential":
+        result = msprt_normal(diff, variance, evidence, tau=policy.effect_ndcg, alpha=policy.alpha)
+        decision = _from_verdict(result.verdict)
+        bounds = f"always-valid p={result.p_value:.3g}, [{result.lower:+.4f}, {result.upper:+.4f}]"
+        return Judgement(
+            decision,
+            _words(decision, text, bounds),
+            diff,
+            result.lower,
+            result.upper,
+            result.p_value,
+            evidence,
+        )
+    se = math.sqrt(variance)
+    lower, upper = diff - policy.z * se, diff + policy.z * se
+    decision = _from_bounds(lower, upper, policy)
+    bounds = f"z-bound [{lower:+.4f}, {upper:+.4f}]"
+    return Judgement(decision, _words(decision, text, bounds), diff, lower, upper, None, evidence)
+
+
+def judge_interleaving(stats: InterleavingStats, policy: CanaryPolicy) -> Judgement:
+    """The canary's share of decided team-draft interleaved lists against 1/2."""
+    wins, losses, decided = stats.wins, stats.losses, stats.decided
+    share = wins / decided if decided else 0.5
+    text = (
+        f"canary won {wins} and lost {losses} of {stats.lists} interleaved lists "
+        f"({share:.1%} of those decided)"
+    )
+    if decided < policy.min_lists_per_arm:
+        return Judgement(
+            "wait",
+            f"{decided} interleaved lists decided a winner; need {policy.min_lists_per_arm}",
+            share - 0.5,
+            -math.inf,
+            math.inf,
+            None,
+            decided,
+        )
+    if policy.test == "sequential":
+        result = msprt_bernoulli(wins, losses, prior_sd=policy.effect_share, alpha=policy.alpha)
+        decision = _from_verdict(result.verdict)
+        bounds = f"always-valid p={result.p_value:.3g}, [{result.lower:+.3f}, {result.upper:+.3f}]"
+        return Judgement(
+            decision,
+            _words(decision, text, bounds),
+            result.estimate,
+            result.lower,
+            result.upper,
+            result.p_value,
+            decided,
+        )
     se = math.sqrt(max(share * (1 - share), 1e-12) / decided)
-    diff, lower, upper = share - 0.5, share - 0.5 - policy.z * se, share - 0.5 + policy.z * se
-    text = f"canary wins {wins} of {decided} decided interleaved lists ({share:.1%})"
-    if upper < 0:
-        return "rollback", f"canary is worse: {text}", diff, lower, upper
-    if (lower > 0) if policy.require_better else (lower > -policy.margin):
-        return "promote", f"canary holds up: {text}", diff, lower, upper
-    return "wait", f"undecided: {text}", diff, lower, upper
+    diff = share - 0.5
+    lower, upper = diff - policy.z * se, diff + policy.z * se
+    decision = _from_bounds(lower, upper, policy)
+    bounds = f"z-bound [{lower:+.3f}, {upper:+.3f}]"
+    return Judgement(decision, _words(decision, text, bounds), diff, lower, upper, None, decided)
+
+
+def judge(
+    policy: CanaryPolicy,
+    *,
+    production: ArmStats,
+    canary: ArmStats,
+    interleaving: InterleavingStats,
+) -> Judgement:
+    """The configured judge, bounded: undecided after ``max_lists_per_arm`` means rollback."""
+    if policy.judge == "interleaving":
+        verdict = judge_interleaving(interleaving, policy)
+    else:
+        verdict = judge_ab(production, canary, policy)
+    limit = policy.max_lists_per_arm
+    if verdict.decision == "wait" and limit and verdict.evidence >= limit:
+        return Judgement(
+            "rollback",
+            f"inconclusive after {verdict.evidence} lists per arm ({verdict.reason})",
+            verdict.difference,
+            verdict.lower,
+            verdict.upper,
+            verdict.p_value,
+            verdict.evidence,
+        )
+    return verdict
 
 
 def run_controller(settings: Settings, *, apply: bool = True) -> CanaryDecision:
-    """Decide on the current canary from the latest snapshot; apply and record the decision."""
+    """Decide on the current canary from the latest snapshot; apply and record the decision.
+
+    Applying is a compare-and-swap on the versions judged: if an operator or another
+    controller changed the pointers meanwhile, nothing changes and the decision says so.
+    """
     registry = ModelRegistry(settings.registry_dir)
     pointers = registry.pointers()
     policy = settings.retrain.canary
@@ -147,53 +205,76 @@ def run_controller(settings: Settings, *, apply: bool = True) -> CanaryDecision:
     snapshot = Snapshot.latest(settings.exports_dir)
     if snapshot is None:
         return CanaryDecision(decision="wait", reason="no snapshot yet", policy=policy)
-    production = arm_stats(snapshot, pointers.production, "production")
-    canary = arm_stats(snapshot, pointers.canary, "canary")
-    if settings.search.interleaving:
-        # Canary-bucket sessions see interleaved lists: judge by who won them instead.
-        record_ = snapshot.interleaving(pointers.canary, pointers.production)
-        wins, losses = record_.wins, record_.losses
-        decision, reason, diff, lower, upper = judge_interleaving(wins, losses, policy)
-        evidence = wins + losses
-    else:
-        decision, reason, diff, lower, upper = judge(production, canary, policy)
-        evidence = min(production.lists, canary.lists)
-    if decision == "wait" and policy.max_lists_per_arm and evidence >= policy.max_lists_per_arm:
-        decision = "rollback"
-        reason = f"inconclusive after {evidence} lists per arm ({reason})"
-    record = CanaryDecision(
-        decision=decision,
+    prod, cand = pointers.production, pointers.canary
+    production = arm_stats(snapshot, prod, "production")
+    canary = arm_stats(snapshot, cand, "canary")
+    record = snapshot.interleaving(cand, prod)
+    interleaving = InterleavingStats(
+        lists=record.lists, wins=record.wins, losses=record.losses, ties=record.ties
+    )
+    verdict = judge(policy, production=production, canary=canary, interleaving=interleaving)
+    reason = verdict.reason
+    if policy.judge == "interleaving" and not settings.search.interleaving and canary.lists:
+        reason += (
+            "; the servers do not interleave (FLYWHEEL_SEARCH__INTERLEAVING=false): set it, or "
+            "judge on A/B (FLYWHEEL_RETRAIN__CANARY__JUDGE=ab)"
+        )
+    decision = CanaryDecision(
+        decision=verdict.decision,
         reason=reason,
+        signal=policy.judge,
+        test=policy.test,
+        production_version=prod,
+        canary_version=cand,
         snapshot=snapshot.name,
         production=production,
         canary=canary,
-        difference=diff,
-        lower=lower if math.isfinite(lower) else None,
-        upper=upper if math.isfinite(upper) else None,
+        interleaving=interleaving,
+        difference=verdict.difference,
+        lower=verdict.lower if math.isfinite(verdict.lower) else None,
+        upper=verdict.upper if math.isfinite(verdict.upper) else None,
+        p_value=verdict.p_value,
+        evidence=verdict.evidence,
         policy=policy,
     )
-    CANARY_DECISIONS.labels(decision=decision).inc()
-    for bound, value in (("estimate", diff), ("lower", lower), ("upper", upper)):
+    if apply and decision.decision != "wait":
+        try:
+            _apply(registry, decision)
+        except RegistryError as exc:
+            logger.warning("canary %s not applied: %s", decision.decision, exc)
+            return decision.model_copy(
+                update={"decision": "wait", "reason": f"not applied: {exc} ({reason})"}
+            )
+    CANARY_DECISIONS.labels(decision=decision.decision).inc()
+    for bound, value in (("estimate", verdict.difference), ("lower", verdict.lower)):
         if math.isfinite(value):
             CANARY_NDCG_DIFF.labels(bound=bound).set(value)
-    if apply and decision == "promote":
+    if math.isfinite(verdict.upper):
+        CANARY_NDCG_DIFF.labels(bound="upper").set(verdict.upper)
+    if decision.decision != "wait":
+        append_canary_decision(registry.root, decision)
+    logger.info("canary %s: %s", decision.decision, decision.reason)
+    return decision
+
+
+def _apply(registry: ModelRegistry, decision: CanaryDecision) -> None:
+    """Promote or roll back exactly the versions judged (compare-and-swap)."""
+    expected = registry.pointers()
+    if (expected.production, expected.canary) != (
+        decision.production_version,
+        decision.canary_version,
+    ):
+        raise RegistryError(
+            f"the pointers changed while the canary was judged (judged production "
+            f"{decision.production_version} + canary {decision.canary_version}, now "
+            f"{expected.production} + {expected.canary})"
+        )
+    if decision.decision == "promote":
         registry.promote(actor="canary-controller")
-    elif apply and decision == "rollback":
+    else:
         registry.clear_canary(actor="canary-controller")
-    if decision != "wait":
-        with (registry.root / CANARY_DECISIONS_LOG).open("a", encoding="utf-8") as log:
-            log.write(record.model_dump_json() + "\n")
-    logger.info("canary %s: %s", decision, reason)
-    return record
 
 
 def decisions(registry: ModelRegistry) -> list[CanaryDecision]:
     """Every recorded decision, oldest first."""
-    path = registry.root / CANARY_DECISIONS_LOG
-    if not path.is_file():
-        return []
-    return [
-        CanaryDecision.model_validate(json.loads(line))
-        for line in path.read_text(encoding="utf-8").splitlines()
-        if line.strip()
-    ]
+    return read_canary_decisions(registry.root)

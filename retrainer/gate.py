@@ -1,128 +1,170 @@
-"""The gate: a candidate replaces production only on a significant held-out nDCG@10 gain with
-no regression on a labelled guard set (Järvelin & Kekäläinen, 2002, for nDCG).
+"""The gate: may a candidate go on to the canary? (nDCG: Järvelin & Kekäläinen, 2002.)
 
-Both models retrieve from their own index (the consistency rule), on the same queries.
+Three checks, each recorded with its figures (:class:`services.decisions.GateCheck`):
+
+* ``heldout``: click-judged held-out queries (hash-held-out, never trained on), pooled from
+  every list served under them. By default a do-no-harm rule, non-inferiority: the one-sided
+  lower bound of the paired candidate - production difference must exceed ``-margin``.
+  Demanding a significant gain here (``heldout_rule = superiority``, the old rule) rejects
+  better candidates: click judgments know only what production showed, so they favour the
+  incumbent (benchmarks/decisions.py measures how often).
+* ``guard``: a labelled guard set (human grades) or, without one, the catalog guard (queries
+  generated from the catalog's own titles): the candidate may not lose more than
+  ``max_guard_drop``. This is what stops a candidate trained on poisoned clicks.
+* ``reference``: the same guard evidence against a fixed reference version (the first
+  production by default), so losses below each round's margin cannot add up round after round.
+
+Both models retrieve from their own index (the consistency rule), on the same queries, in the
+serving mode.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import math
 
-from pydantic import BaseModel, Field
+from scipy import stats
 
-from services.datasets.base import Qrels
-from services.encoding.base import SpladeEncoder
-from services.evaluation.metrics import evaluate_runs
+from services.decisions import GateCheck, GateDecision
 from services.evaluation.report import EvalReport
-from services.evaluation.systems import hits_to_run
-from services.index.base import ProductIndex
 from services.settings import GatePolicy
 
 PRODUCTION = "production"
 CANDIDATE = "candidate"
+REFERENCE = "reference"
 PRIMARY = "ndcg@10"
-QUERY_BATCH = 256
 
 
-class GateDecision(BaseModel):
-    """A recorded decision with the figures it rests on."""
-
-    passed: bool
-    reasons: list[str]
-    production: str
-    candidate: str
-    decided_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
-    heldout_queries: int
-    heldout: dict[str, float] = Field(description="nDCG@10 of production and candidate")
-    gain: float
-    p_value: float
-    heldout_metrics: dict[str, dict[str, float]] = Field(
-        default_factory=dict, description="model -> metric -> mean (nDCG@10, MRR@10, Recall@100)"
-    )
-    heldout_p_values: dict[str, float] = Field(
-        default_factory=dict, description="metric -> paired t-test p-value, candidate vs production"
-    )
-    guard: dict[str, float] | None = None
-    guard_drop: float | None = None
-    policy: GatePolicy
+def paired_lower_bound(
+    report: EvalReport, control: str, treatment: str, confidence: float
+) -> float:
+    """One-sided lower confidence bound of mean(treatment - control) per query (Student t)."""
+    a, b = report.per_query[control], report.per_query[treatment]
+    diffs = [b[q] - a[q] for q in a]
+    n = len(diffs)
+    if n < 2:
+        return -math.inf
+    mean = sum(diffs) / n
+    var = sum((d - mean) ** 2 for d in diffs) / (n - 1)
+    if var == 0:
+        return mean
+    return mean - float(stats.t.ppf(confidence, n - 1)) * math.sqrt(var / n)
 
 
-def run_model(
-    encoder: SpladeEncoder, index: ProductIndex, queries: dict[str, str], limit: int = 100
-) -> dict[str, dict[str, float]]:
-    """Top ``limit`` products per query id from one model's own index."""
-    qids = sorted(queries)
-    run: dict[str, dict[str, float]] = {}
-    for start in range(0, len(qids), QUERY_BATCH):
-        batch = qids[start : start + QUERY_BATCH]
-        vectors = [encoder.encode_query(queries[q]) for q in batch]
-        run.update(hits_to_run(batch, index.search_batch(vectors, limit=limit)))
-    return run
+def _figures(report: EvalReport, control: str, treatment: str) -> tuple[float, float, float]:
+    base, cand = report.mean(control, PRIMARY), report.mean(treatment, PRIMARY)
+    return base, cand, cand - base
 
 
-def compare(
-    qrels: Qrels,
-    queries: dict[str, str],
-    production: tuple[SpladeEncoder, ProductIndex],
-    candidate: tuple[SpladeEncoder, ProductIndex],
-    *,
-    dataset: str,
-) -> EvalReport:
-    """nDCG@10, MRR@10, Recall@100 of both models with paired t-tests (production = control)."""
-    runs = {
-        PRODUCTION: run_model(*production, queries),
-        CANDIDATE: run_model(*candidate, queries),
-    }
-    return evaluate_runs(qrels, runs, baseline=PRODUCTION, dataset=dataset)
-
-
-def decide(
-    heldout: EvalReport | None,
-    guard: EvalReport | None,
+def heldout_check(
+    report: EvalReport | None,
     policy: GatePolicy,
     *,
     production: str,
     candidate: str,
-) -> GateDecision:
-    """Apply the policy; every failed rule is listed in ``reasons``."""
-    reasons: list[str] = []
-    if heldout is None:
-        prod = cand = 0.0
-        p_value, queries = 1.0, 0
+    evidence: str = "click-judged held-out queries",
+) -> GateCheck:
+    """The held-out rule on a report with systems ``production`` and ``candidate``."""
+    if report is None or report.num_queries < policy.min_heldout_queries:
+        n = report.num_queries if report else 0
+        return GateCheck(
+            name="heldout",
+            evidence=evidence,
+            rule=f"at least {policy.min_heldout_queries} held-out queries",
+            control=production,
+            candidate=candidate,
+            queries=n,
+            control_value=report.mean(PRODUCTION, PRIMARY) if report else 0.0,
+            candidate_value=report.mean(CANDIDATE, PRIMARY) if report else 0.0,
+            difference=0.0,
+            passed=False,
+            reason=f"only {n} held-out queries (< {policy.min_heldout_queries})",
+        )
+    base, cand, diff = _figures(report, PRODUCTION, CANDIDATE)
+    p_value = report.p_values.get(CANDIDATE, {}).get(PRIMARY, 1.0)
+    lower = paired_lower_bound(report, PRODUCTION, CANDIDATE, policy.confidence)
+    if policy.heldout_rule == "superiority":
+        rule = f"gain >= {policy.min_gain:+.3f} at p <= {policy.max_p_value}"
+        passed = diff >= policy.min_gain and p_value <= policy.max_p_value
+        reason = f"nDCG@10 gain {diff:+.4f} (p={p_value:.3g})"
     else:
-        prod, cand = heldout.mean(PRODUCTION, PRIMARY), heldout.mean(CANDIDATE, PRIMARY)
-        p_value = heldout.p_values.get(CANDIDATE, {}).get(PRIMARY, 1.0)
-        queries = heldout.num_queries
-    gain = cand - prod
-    if queries < policy.min_heldout_queries:
-        reasons.append(f"only {queries} held-out queries (< {policy.min_heldout_queries})")
-    if gain < policy.min_gain:
-        reasons.append(f"held-out nDCG@10 gain {gain:+.4f} < {policy.min_gain:+.4f}")
-    if p_value > policy.max_p_value:
-        reasons.append(f"p-value {p_value:.3g} > {policy.max_p_value}")
-    guard_means = guard_drop = None
-    if guard is not None:
-        guard_means = {
-            PRODUCTION: guard.mean(PRODUCTION, PRIMARY),
-            CANDIDATE: guard.mean(CANDIDATE, PRIMARY),
-        }
-        guard_drop = guard_means[PRODUCTION] - guard_means[CANDIDATE]
-        if guard_drop > policy.max_guard_drop:
-            reasons.append(
-                f"guard nDCG@10 drops by {guard_drop:.4f} (> {policy.max_guard_drop:.4f})"
-            )
+        rule = f"non-inferiority: {policy.confidence:.0%} lower bound > -{policy.margin}"
+        passed = lower > -policy.margin
+        reason = f"nDCG@10 difference {diff:+.4f}, lower bound {lower:+.4f}"
+    return GateCheck(
+        name="heldout",
+        evidence=evidence,
+        rule=rule,
+        control=production,
+        candidate=candidate,
+        queries=report.num_queries,
+        control_value=base,
+        candidate_value=cand,
+        difference=diff,
+        lower=lower,
+        p_value=p_value,
+        passed=passed,
+        reason=("" if passed else "fails: ") + reason,
+    )
+
+
+def drop_check(
+    report: EvalReport,
+    policy: GatePolicy,
+    *,
+    name: str,
+    evidence: str,
+    control_system: str,
+    control: str,
+    candidate: str,
+) -> GateCheck:
+    """Candidate against ``control_system`` on a guard set: a drop of at most the allowance."""
+    allowed = policy.max_reference_drop if name == "reference" else policy.max_guard_drop
+    base, cand, diff = _figures(report, control_system, CANDIDATE)
+    p_value = (
+        report.p_values.get(CANDIDATE, {}).get(PRIMARY)
+        if report.baseline == control_system
+        else None
+    )
+    passed = -diff <= allowed
+    return GateCheck(
+        name=name,
+        evidence=evidence,
+        rule=f"nDCG@10 drop <= {allowed}",
+        control=control,
+        candidate=candidate,
+        queries=report.num_queries,
+        control_value=base,
+        candidate_value=cand,
+        difference=diff,
+        lower=paired_lower_bound(report, control_system, CANDIDATE, policy.confidence),
+        p_value=p_value,
+        passed=passed,
+        reason=("" if passed else "fails: ") + f"nDCG@10 {base:.4f} -> {cand:.4f} ({diff:+.4f})",
+    )
+
+
+def decide(
+    checks: list[GateCheck],
+    policy: GatePolicy,
+    *,
+    production: str,
+    candidate: str,
+    reference: str | None = None,
+    heldout: EvalReport | None = None,
+) -> GateDecision:
+    """The verdict: every check must pass; each failed one is a reason."""
+    failed = [f"{c.name}: {c.reason}" for c in checks if not c.passed]
+    if not checks:
+        failed = ["no check could be made"]
     return GateDecision(
-        passed=not reasons,
-        reasons=reasons or ["all rules passed"],
+        passed=not failed,
+        reasons=failed or ["all checks passed"],
         production=production,
         candidate=candidate,
-        heldout_queries=queries,
-        heldout={PRODUCTION: prod, CANDIDATE: cand},
-        gain=gain,
-        p_value=p_value,
-        heldout_metrics=heldout.means if heldout else {},
-        heldout_p_values=heldout.p_values.get(CANDIDATE, {}) if heldout else {},
-        guard=guard_means,
-        guard_drop=guard_drop,
+        reference=reference,
+        checks=checks,
+        heldout_metrics=(
+            {role: heldout.means[role] for role in (PRODUCTION, CANDIDATE)} if heldout else {}
+        ),
         policy=policy,
     )

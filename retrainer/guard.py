@@ -1,17 +1,24 @@
-"""The labelled guard set: a sample of human-judged queries both models must still serve well,
-so feedback that drifts (or is inverted) cannot pass the gate on its own terms."""
+"""The labelled guard set: a sample of human-judged queries the candidate must still serve well,
+so feedback that drifts (or is poisoned) cannot pass the gate on its own terms.
+
+The guard corpus is the judged products of the sampled queries plus distractors; each model
+(production, candidate and the fixed reference) gets its own index of it, built with its own
+encoder (the consistency rule), and is ranked in the serving mode.
+"""
 
 from __future__ import annotations
 
 import random
+from collections.abc import Collection, Mapping
+from contextlib import nullcontext
 from pathlib import Path
 
-from retrainer.gate import compare
 from retrainer.scratch import scratch_index
 from services.datasets.loader import load_dataset
-from services.datasets.protocol import sample_queries
 from services.encoding.base import SpladeEncoder
+from services.evaluation.heldout import HeldOutEvaluator, HeldOutSet
 from services.evaluation.report import EvalReport
+from services.index.base import ProductIndex
 from services.settings import Settings
 
 DISTRACTORS = 5000
@@ -22,35 +29,45 @@ def guard_report(
     settings: Settings,
     spec: str,
     scratch: Path,
-    production: tuple[str, SpladeEncoder],
-    candidate: tuple[str, SpladeEncoder],
+    models: Mapping[str, tuple[str, SpladeEncoder]],
     *,
+    baseline: str,
+    exclude_texts: Collection[str] = (),
     seed: int = 42,
 ) -> EvalReport:
-    """Evaluate both models on ``spec``'s sampled queries over the judged products plus
-    distractors, each model on an index built with its own encoder."""
+    """Evaluate every model of ``models`` (system name -> (version, encoder)) on ``spec``'s
+    sampled queries (never one of ``exclude_texts``), with paired tests against ``baseline``."""
     labelled = load_dataset(spec)
-    eligible = sum(len(j) >= 2 and q in labelled.queries for q, j in labelled.qrels.items())
-    qids = sample_queries(
-        labelled, min(settings.retrain.guard_queries, eligible), min_judged=2, seed=seed
+    excluded = {" ".join(t.lower().split()) for t in exclude_texts}
+    allowed = [
+        q for q, t in labelled.queries.items() if " ".join(t.lower().split()) not in excluded
+    ]
+    heldout = HeldOutSet.sample(
+        labelled, among=allowed, at_most=settings.retrain.guard_queries, min_judged=2, seed=seed
     )
-    judged = {pid for qid in qids for pid in labelled.qrels[qid]}
+    judged = {pid for grades in heldout.qrels.values() for pid in grades}
     others = sorted(p.id for p in labelled.products if p.id not in judged)
     keep = judged | set(random.Random(seed).sample(others, min(DISTRACTORS, len(others))))
     products = [p for p in labelled.products if p.id in keep]
-    queries = {qid: labelled.queries[qid] for qid in qids}
-    qrels = {qid: labelled.qrels[qid] for qid in qids}
-    indexes = []
+    indexes: dict[str, ProductIndex] = {}
+    encoders = dict(models.values())
     try:
-        for name, encoder in (production, candidate):
-            indexes.append(scratch_index(settings, scratch / "guard", name, products, encoder))
-        return compare(
-            qrels,
-            queries,
-            (production[1], indexes[0]),
-            (candidate[1], indexes[1]),
+        for version, encoder in encoders.items():
+            indexes[version] = scratch_index(
+                settings, scratch / "guard", version, products, encoder
+            )
+        evaluator = HeldOutEvaluator(
+            heldout,
+            encoder=encoders.__getitem__,
+            open_index=lambda version: nullcontext(indexes[version]),
+            rrf_k=settings.search.rrf_k,
+        )
+        mode = settings.search.default_mode
+        return evaluator.report(
+            {name: (version, mode) for name, (version, _) in models.items()},
+            baseline=baseline,
             dataset=f"guard:{labelled.name}",
         )
     finally:
-        for index in indexes:
+        for index in indexes.values():
             index.close()

@@ -13,14 +13,14 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
 from retrainer.data import FeedbackData, load_feedback
-from retrainer.gate import GateDecision, compare, decide
+from retrainer.gate import CANDIDATE, PRODUCTION, REFERENCE, decide, drop_check, heldout_check
 from retrainer.guard import guard_report
 from retrainer.negatives import mine_hard_negatives
 from retrainer.report import write_report
@@ -28,11 +28,13 @@ from retrainer.scratch import readable_index
 from retrainer.training import TrainingExample, train_splade
 from services.cards import DataWindow
 from services.catalog_store import load_products
+from services.decisions import GateDecision
 from services.encoding.base import SpladeEncoder
 from services.encoding.package import register_model
 from services.encoding.torch_splade import load_mlm
 from services.encoding.versions import onnx_encoder
 from services.errors import FlywheelError, RegistryError
+from services.evaluation.heldout import HeldOutEvaluator, HeldOutSet
 from services.evaluation.report import EvalReport
 from services.index.base import ProductIndex
 from services.indexing import index_products
@@ -212,7 +214,14 @@ def _run(settings: Settings, registry: ModelRegistry, stage: Stage) -> RetrainOu
             candidate = onnx_encoder(registry, card.version, threads=settings.encoder.threads)
             with _timed("index", stage):
                 cand_index = index_products(settings, card.version, products)
+            ref = reference_version(settings, registry)
+            ref_index = None
             try:
+                reference = None
+                if ref is not None and ref != parent:
+                    ref_index = readable_index(settings, ref, scratch)
+                    encoder = onnx_encoder(registry, ref, threads=settings.encoder.threads)
+                    reference = (ref, encoder, ref_index)
                 with _timed("gate", stage):
                     decision, heldout = _gate(
                         settings,
@@ -220,12 +229,36 @@ def _run(settings: Settings, registry: ModelRegistry, stage: Stage) -> RetrainOu
                         scratch,
                         (parent, production, prod_index),
                         (card.version, candidate, cand_index),
+                        reference,
                     )
             finally:
                 cand_index.close()
+                if ref_index is not None:
+                    ref_index.close()
         finally:
             prod_index.close()
     return _publish(settings, registry, decision, heldout)
+
+
+def guard_spec(settings: Settings) -> str | None:
+    """The labelled guard set: the configured one, else the first labelled bootstrap set
+    (labels the operator already trusts). None: no labels here, the gate relies on the
+    held-out and reference checks (README, "Gate")."""
+    cfg = settings.retrain
+    if cfg.guard_dataset:
+        return cfg.guard_dataset
+    specs = [s.strip() for s in (cfg.bootstrap_dataset or "").split(",") if s.strip()]
+    return specs[0] if specs else None
+
+
+def reference_version(settings: Settings, registry: ModelRegistry) -> str | None:
+    """The fixed version every candidate is also compared with: the configured one, else the
+    oldest registered version (the first production); None when it is gone."""
+    wanted = settings.retrain.reference_version
+    versions = registry.versions()
+    if wanted:
+        return wanted if wanted in versions else None
+    return versions[0] if versions else None
 
 
 def _gate(
@@ -234,28 +267,71 @@ def _gate(
     scratch: Path,
     production: tuple[str, SpladeEncoder, ProductIndex],
     candidate: tuple[str, SpladeEncoder, ProductIndex],
+    reference: tuple[str, SpladeEncoder, ProductIndex] | None,
 ) -> tuple[GateDecision, EvalReport | None]:
     policy = settings.retrain.gate
-    if not data.heldout_qrels:
-        heldout = None
-    else:
-        heldout = compare(
-            data.heldout_qrels,
-            data.heldout_queries,
-            production[1:],
-            candidate[1:],
-            dataset=f"heldout:{data.snapshot}",
+    mode = settings.search.default_mode
+    models = {PRODUCTION: production, CANDIDATE: candidate}
+    if reference is not None:
+        models[REFERENCE] = reference
+    encoders = {version: encoder for version, encoder, _ in models.values()}
+    indexes = {version: index for version, _, index in models.values()}
+    heldout = None
+    if data.heldout_qrels:
+        evaluator = HeldOutEvaluator(
+            HeldOutSet(f"heldout:{data.snapshot}", data.heldout_queries, data.heldout_qrels),
+            encoder=encoders.__getitem__,
+            open_index=lambda version: nullcontext(indexes[version]),
+            rrf_k=settings.search.rrf_k,
         )
+        heldout = evaluator.report(
+            {role: (models[role][0], mode) for role in models}, baseline=PRODUCTION
+        )
+    checks = [heldout_check(heldout, policy, production=production[0], candidate=candidate[0])]
+    spec = guard_spec(settings)
     guard = None
-    if settings.retrain.guard_dataset:
+    if spec:
         guard = guard_report(
             settings,
-            settings.retrain.guard_dataset,
+            spec,
             scratch,
-            (production[0], production[1]),
-            (candidate[0], candidate[1]),
+            {role: (version, encoder) for role, (version, encoder, _) in models.items()},
+            baseline=PRODUCTION,
+            exclude_texts=data.heldout_queries.values(),
         )
-    decision = decide(heldout, guard, policy, production=production[0], candidate=candidate[0])
+        checks.append(
+            drop_check(
+                guard,
+                policy,
+                name="guard",
+                evidence=f"labelled guard set {guard.dataset} ({guard.num_queries} queries)",
+                control_system=PRODUCTION,
+                control=production[0],
+                candidate=candidate[0],
+            )
+        )
+    if reference is not None:
+        basis = guard if guard is not None else heldout
+        if basis is not None:
+            checks.append(
+                drop_check(
+                    basis,
+                    policy,
+                    name="reference",
+                    evidence=f"{basis.dataset}, against the fixed reference",
+                    control_system=REFERENCE,
+                    control=reference[0],
+                    candidate=candidate[0],
+                )
+            )
+    decision = decide(
+        checks,
+        policy,
+        production=production[0],
+        candidate=candidate[0],
+        reference=reference[0] if reference else None,
+        heldout=heldout,
+    )
     return decision, heldout
 
 
@@ -269,8 +345,9 @@ def _publish(
     version = decision.candidate
     card = registry.card(version)
     metrics = {
-        "heldout_ndcg_at_10": decision.heldout.get("candidate"),
-        "guard_ndcg_at_10": (decision.guard or {}).get("candidate"),
+        f"{check.name}_ndcg_at_10": check.candidate_value
+        for check in decision.checks
+        if check.name != "reference"
     }
     updated = card.model_copy(
         update={"gate": decision.model_dump(mode="json"), "metrics": {**card.metrics, **metrics}}
@@ -278,10 +355,14 @@ def _publish(
     atomic_write_text(registry.path(version) / CARD, updated.model_dump_json(indent=2))
     report = write_report(decision, settings.reports_dir)
     GATE_DECISIONS.labels(outcome="passed" if decision.passed else "rejected").inc()
-    for name, means in (("heldout", decision.heldout), ("guard", decision.guard or {})):
-        for role, value in means.items():
-            model = decision.production if role == "production" else version
-            OFFLINE_NDCG.labels(model_version=model, dataset=name).set(value)
+    for check in decision.checks:
+        if check.name != "reference":
+            OFFLINE_NDCG.labels(model_version=check.control, dataset=check.name).set(
+                check.control_value
+            )
+            OFFLINE_NDCG.labels(model_version=version, dataset=check.name).set(
+                check.candidate_value
+            )
     if not decision.passed:
         return RetrainOutcome("rejected", "; ".join(decision.reasons), version, decision, report)
     fraction = settings.retrain.canary_fraction

@@ -7,39 +7,33 @@ import html
 import io
 from pathlib import Path
 
-from retrainer.gate import CANDIDATE, PRODUCTION, GateDecision
+from services.decisions import GateDecision
 
 
 def _plot(decision: GateDecision) -> bytes:
+    """One pair of bars (control, candidate) per check."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    groups = {"held-out (clicks)": decision.heldout}
-    if decision.guard is not None:
-        groups["guard (labels)"] = decision.guard
-    fig, ax = plt.subplots(figsize=(5.5, 3.2), dpi=110)
+    fig, ax = plt.subplots(figsize=(6, 3.2), dpi=110)
     width = 0.38
-    for i, means in enumerate(groups.values()):
-        ax.bar(
-            i - width / 2,
-            means[PRODUCTION],
-            width,
-            color="#8c8c8c",
-            label=f"{decision.production} (production)" if i == 0 else None,
-        )
+    for i, check in enumerate(decision.checks):
+        ax.bar(i - width / 2, check.control_value, width, color="#8c8c8c")
         ax.bar(
             i + width / 2,
-            means[CANDIDATE],
+            check.candidate_value,
             width,
-            color="#2a9d8f" if decision.passed else "#e76f51",
-            label=f"{decision.candidate} (candidate)" if i == 0 else None,
+            color="#2a9d8f" if check.passed else "#e76f51",
         )
-    ax.set_xticks(range(len(groups)), list(groups))
+        ax.annotate(check.control, (i - width / 2, check.control_value), ha="center", fontsize=7)
+        ax.annotate(
+            check.candidate, (i + width / 2, check.candidate_value), ha="center", fontsize=7
+        )
+    ax.set_xticks(range(len(decision.checks)), [c.name for c in decision.checks])
     ax.set_ylabel("nDCG@10")
-    ax.set_title(f"gate: {'PASSED' if decision.passed else 'REJECTED'}")
-    ax.legend(loc="lower right", fontsize=8)
+    ax.set_title(f"gate {decision.candidate}: {'PASSED' if decision.passed else 'REJECTED'}")
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
@@ -47,36 +41,41 @@ def _plot(decision: GateDecision) -> bytes:
     return buffer.getvalue()
 
 
+def _p(value: float | None) -> str:
+    return "" if value is None else f", p={value:.3g}"
+
+
 def to_markdown(decision: GateDecision) -> str:
-    """The decision and its figures as a Markdown page."""
+    """The decision, every check with its figures and rule, as a Markdown page."""
     rows = [
-        "| set | production | candidate | difference |",
-        "| --- | ---: | ---: | ---: |",
-        f"| held-out nDCG@10 ({decision.heldout_queries} queries) | "
-        f"{decision.heldout[PRODUCTION]:.4f} | {decision.heldout[CANDIDATE]:.4f} | "
-        f"{decision.gain:+.4f} (p={decision.p_value:.3g}) |",
+        "| check | evidence | rule | control | candidate | difference | verdict |",
+        "| --- | --- | --- | ---: | ---: | ---: | --- |",
     ]
-    if decision.guard is not None and decision.guard_drop is not None:
+    for c in decision.checks:
+        bound = f", lower {c.lower:+.4f}" if c.lower is not None else ""
         rows.append(
-            f"| guard nDCG@10 | {decision.guard[PRODUCTION]:.4f} | "
-            f"{decision.guard[CANDIDATE]:.4f} | {-decision.guard_drop:+.4f} |"
+            f"| {c.name} | {c.evidence} ({c.queries} queries) | {c.rule} | "
+            f"{c.control} {c.control_value:.4f} | {c.candidate} {c.candidate_value:.4f} | "
+            f"{c.difference:+.4f}{bound}{_p(c.p_value)} | {'pass' if c.passed else 'FAIL'} |"
         )
+    metrics = decision.heldout_metrics
+    extra = []
     for metric in ("mrr@10", "recall@100"):
-        means = {m: v.get(metric) for m, v in decision.heldout_metrics.items()}
-        prod, cand = means.get(PRODUCTION), means.get(CANDIDATE)
+        prod, cand = (metrics.get(role, {}).get(metric) for role in ("production", "candidate"))
         if prod is not None and cand is not None:
-            p = decision.heldout_p_values.get(metric, 1.0)
-            rows.append(
-                f"| held-out {metric} | {prod:.4f} | {cand:.4f} | {cand - prod:+.4f} (p={p:.3g}) |"
-            )
+            extra.append(f"held-out {metric}: {prod:.4f} -> {cand:.4f} ({cand - prod:+.4f})")
     verdict = "passed" if decision.passed else "rejected"
     return "\n".join(
         [
             f"# Gate: {decision.candidate} vs {decision.production} — {verdict}",
             "",
-            f"Decided {decision.decided_at:%Y-%m-%d %H:%M:%S} UTC.",
+            f"Decided {decision.decided_at:%Y-%m-%d %H:%M:%S} UTC"
+            + (f"; fixed reference {decision.reference}" if decision.reference else "")
+            + ".",
             "",
             *rows,
+            "",
+            *(f"- {line}" for line in extra),
             "",
             "Reasons: " + "; ".join(decision.reasons) + ".",
             "",
@@ -97,8 +96,8 @@ def write_report(decision: GateDecision, directory: Path) -> Path:
     image = base64.b64encode(png).decode()
     stem.with_suffix(".html").write_text(
         f"<!doctype html><meta charset=utf-8><title>gate {decision.candidate}</title>"
-        f"<body style='font-family:sans-serif;max-width:52rem'><pre>{html.escape(markdown)}</pre>"
-        f"<img alt='nDCG@10 per model' src='data:image/png;base64,{image}'></body>",
+        f"<body style='font-family:sans-serif;max-width:60rem'><pre>{html.escape(markdown)}</pre>"
+        f"<img alt='nDCG@10 per check' src='data:image/png;base64,{image}'></body>",
         encoding="utf-8",
     )
     return stem.with_suffix(".html")

@@ -59,3 +59,29 @@ def index_products(
     index.finalize()
     logger.info("indexed %d products for %s", index.count(), version)
     return index
+
+
+def bootstrap_home(
+    settings: Settings,
+    products: Sequence[Product],
+    *,
+    model: str | None = None,
+    progress: ProgressFn | None = None,
+    actor: str | None = None,
+) -> str:
+    """A new home: register ``model`` (default ``settings.encoder.model``, the bundled one) as
+    its first version, save the catalog where later jobs re-index it, index the catalog with
+    it and make it production. Returns the version. Registering needs PyTorch.
+    """
+    from services.catalog_store import save_products
+    from services.encoding.package import register_pretrained
+
+    registry = ModelRegistry(settings.registry_dir)
+    card = register_pretrained(registry, model or settings.encoder.model, settings.encoder)
+    save_products(list(products), settings.home)
+    index_products(settings, card.version, products, progress=progress).close()
+    registry.set_production(card.version, actor=actor)
+    logger.info(
+        "bootstrapped %s: %s indexes %d products", settings.home, card.version, len(products)
+    )
+    return card.version

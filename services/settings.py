@@ -88,7 +88,7 @@ class SearchSettings(BaseModel):
         "1 / (k + rank); 60 as in Cormack et al. (2009), Qdrant's own default is 2.",
     )
     interleaving: bool = Field(
-        default=False,
+        default=True,
         description="Serve sessions in the canary bucket a team-draft interleaving of the canary "
         "and production rankings (arm 'interleaved') instead of the canary's list alone.",
     )
@@ -159,34 +159,79 @@ class TrainSettings(BaseModel):
 
 
 class GatePolicy(BaseModel):
-    """When a candidate may replace production (every decision is recorded)."""
+    """When a candidate may go on to the canary (every decision is recorded with its checks).
 
-    min_gain: float = Field(default=0.005, description="Held-out nDCG@10 gain required.")
-    max_p_value: float = Field(default=0.05, gt=0, le=1)
+    The gate is a do-no-harm check by default: click judgments know only what production
+    showed, so they favour the incumbent, and demanding a significant gain on them rejects
+    better candidates (benchmarks/decisions.py measures this). Whether the candidate is better
+    is for the canary to show, on shoppers, with interleaving.
+    """
+
+    heldout_rule: Literal["non_inferiority", "superiority"] = Field(
+        default="non_inferiority",
+        description="non_inferiority: the one-sided lower bound of candidate - production on "
+        "the held-out queries must exceed -margin. superiority: a gain of min_gain or more at "
+        "p <= max_p_value (paired t-test).",
+    )
+    margin: float = Field(
+        default=0.01, ge=0, description="Largest held-out nDCG@10 loss non-inferiority allows."
+    )
+    confidence: float = Field(
+        default=0.95, gt=0.5, lt=1, description="Level of the one-sided lower bound."
+    )
+    min_gain: float = Field(default=0.005, description="Superiority: gain required.")
+    max_p_value: float = Field(default=0.05, gt=0, le=1, description="Superiority: p-value.")
     max_guard_drop: float = Field(
-        default=0.01, ge=0, description="Largest nDCG@10 drop allowed on the labelled guard set."
+        default=0.01, ge=0, description="Largest nDCG@10 drop allowed on the guard set."
+    )
+    max_reference_drop: float = Field(
+        default=0.02,
+        ge=0,
+        description="Largest nDCG@10 drop allowed against the fixed reference version (on the "
+        "guard set), so small losses cannot add up round after round.",
     )
     min_heldout_queries: int = Field(default=30, ge=1)
 
 
 class CanaryPolicy(BaseModel):
-    """When the canary controller promotes or rolls back, from online nDCG@10 per arm."""
+    """When the canary controller promotes or rolls back (always-valid sequential tests)."""
 
-    min_lists_per_arm: int = Field(
-        default=200, ge=2, description="Served lists (closed attribution window) per arm first."
+    judge: Literal["interleaving", "ab"] = Field(
+        default="interleaving",
+        description="interleaving: the canary's share of team-draft interleaved lists won "
+        "(Chapelle et al., 2012); ab: online nDCG@10 of the canary arm against production's.",
     )
-    margin: float = Field(
-        default=0.01, ge=0, description="Promote if canary >= production - margin (95% bound)."
+    test: Literal["sequential", "fixed"] = Field(
+        default="sequential",
+        description="sequential: a mixture SPRT, valid however often it is looked at (Johari "
+        "et al., 2017); fixed: a z-test at every look (inflates false decisions; kept to "
+        "measure).",
+    )
+    alpha: float = Field(default=0.05, gt=0, lt=1, description="False-decision bound.")
+    effect_ndcg: float = Field(
+        default=0.02, gt=0, description="Sequential A/B: nDCG difference the test is tuned to."
+    )
+    effect_share: float = Field(
+        default=0.05,
+        gt=0,
+        lt=0.5,
+        description="Sequential interleaving: win-share difference from 1/2 it is tuned to.",
     )
     require_better: bool = Field(
-        default=False, description="Promote only if the canary is significantly better."
+        default=True,
+        description="Promote only a canary shown to be better; False: promote one shown not "
+        "worse than production by more than the margin (fixed test only).",
     )
-    z: float = Field(default=1.96, gt=0, description="Normal quantile of the two-sided bound.")
+    min_lists_per_arm: int = Field(
+        default=50, ge=2, description="Lists per arm (or decided interleaved lists) first."
+    )
+    margin: float = Field(default=0.01, ge=0, description="Fixed test: non-inferiority margin.")
+    z: float = Field(default=1.96, gt=0, description="Fixed test: normal quantile.")
     max_lists_per_arm: int | None = Field(
         default=20_000,
         ge=2,
         description="Still undecided with this many lists per arm: roll back as inconclusive "
-        "(a canary that cannot show it is not worse does not stay forever); None: wait.",
+        "(a canary that cannot show it is better does not stay forever); None: wait.",
     )
 
 
@@ -202,7 +247,15 @@ class RetrainSettings(BaseModel):
         default=None, description="Labelled set(s) mixed in against forgetting, comma-separated."
     )
     bootstrap_examples: int = Field(default=2000, ge=0)
-    guard_dataset: str | None = Field(default=None, description="Labelled guard set spec.")
+    guard_dataset: str | None = Field(
+        default=None,
+        description="Labelled guard set spec; unset: the first bootstrap_dataset, if any.",
+    )
+    reference_version: str | None = Field(
+        default=None,
+        description="Fixed version every candidate is also compared with (gate.max_reference_"
+        "drop); unset: the oldest registered version, the first production.",
+    )
     guard_queries: int = Field(default=300, ge=1)
     gate: GatePolicy = Field(default_factory=GatePolicy)
     canary_fraction: float = Field(

@@ -95,6 +95,10 @@ class ServedLists:
         )
         logger.info("ranked %d queries with %s", len(todo), version)
 
+    def add(self, version: str, text: str, results: Sequence[str]) -> None:
+        """Record a list ranked elsewhere (e.g. loaded from an earlier run)."""
+        self._lists.setdefault(version, {})[text] = list(results)
+
     def get(self, version: str, text: str) -> list[str]:
         """The list ``version`` serves for ``text`` (ranked on demand if needed)."""
         if text not in self._lists.get(version, {}):

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
 
 from retrainer.data import is_heldout, load_feedback
-from retrainer.gate import CANDIDATE, PRODUCTION, decide
+from retrainer.gate import (
+    CANDIDATE,
+    PRODUCTION,
+    decide,
+    drop_check,
+    heldout_check,
+    paired_lower_bound,
+)
 from retrainer.report import write_report
+from services.decisions import GateDecision
 from services.evaluation.metrics import evaluate_runs
 from services.evaluation.report import EvalReport
 from services.settings import GatePolicy
@@ -27,19 +36,82 @@ def report(candidate_good_first: int) -> EvalReport:
     return evaluate_runs(QRELS, {PRODUCTION: production, CANDIDATE: candidate}, baseline=PRODUCTION)
 
 
+def gate(heldout: EvalReport | None, guard: EvalReport | None, policy: GatePolicy) -> GateDecision:
+    checks = [heldout_check(heldout, policy, production="v1", candidate="v2")]
+    if guard is not None:
+        checks.append(
+            drop_check(
+                guard,
+                policy,
+                name="guard",
+                evidence="labelled guard",
+                control_system=PRODUCTION,
+                control="v1",
+                candidate="v2",
+            )
+        )
+    return decide(checks, policy, production="v1", candidate="v2", heldout=heldout)
+
+
 def test_a_significant_gain_without_guard_drop_passes() -> None:
-    decision = decide(report(30), report(0), GatePolicy(), production="v1", candidate="v2")
+    decision = gate(report(30), report(0), GatePolicy())
     assert decision.passed, decision.reasons
-    assert decision.gain > 0.2 and decision.p_value < 0.05
+    heldout = decision.check("heldout")
+    assert heldout is not None and heldout.difference > 0.2 and heldout.lower is not None
+    assert heldout.p_value is not None and heldout.p_value < 0.05
     assert (
         decision.heldout_metrics[CANDIDATE]["mrr@10"]
         > decision.heldout_metrics[PRODUCTION]["mrr@10"]
     )
-    assert decision.guard_drop == 0
+    guard = decision.check("guard")
+    assert guard is not None and guard.difference == 0 and guard.passed
+
+
+def test_do_no_harm_passes_an_equal_candidate_that_superiority_rejects() -> None:
+    # The candidate is no better on click judgments (which favour the incumbent): the default
+    # non-inferiority rule lets it on to the canary, the old superiority rule does not.
+    same = report(0)
+    assert gate(same, None, GatePolicy()).passed
+    superiority = gate(same, None, GatePolicy(heldout_rule="superiority"))
+    assert not superiority.passed and "gain +0.0000" in superiority.reasons[0]
+
+
+def test_a_clearly_worse_candidate_fails_non_inferiority() -> None:
+    worse = evaluate_runs(
+        QRELS,
+        {
+            PRODUCTION: {q: {"good": 2.0, "bad": 1.0} for q in QRELS},
+            CANDIDATE: {
+                q: ({"bad": 2.0, "good": 1.0} if i < 10 else {"good": 2.0, "bad": 1.0})
+                for i, q in enumerate(QRELS)
+            },
+        },
+        baseline=PRODUCTION,
+    )
+    decision = gate(worse, None, GatePolicy(margin=0.01))
+    check = decision.check("heldout")
+    assert check is not None and check.lower is not None and check.lower < -0.01
+    assert not decision.passed and "lower bound" in decision.reasons[0]
+
+
+def test_lower_bound_is_the_one_sided_student_bound() -> None:
+    rep = report(20)  # 20 of 40 queries gain 1 - 1/log2(3)
+    gain = 1 - 1 / math.log2(3)
+    diffs = [gain] * 20 + [0.0] * 20
+    mean = sum(diffs) / 40
+    sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / 39)
+    expected = mean - 1.6848751217112248 * sd / math.sqrt(40)  # t(0.95, 39)
+    assert paired_lower_bound(rep, PRODUCTION, CANDIDATE, 0.95) == pytest.approx(expected)
 
 
 def test_each_failed_rule_is_a_reason() -> None:
-    policy = GatePolicy(min_gain=0.5, max_p_value=0.01, min_heldout_queries=100, max_guard_drop=0.0)
+    policy = GatePolicy(
+        heldout_rule="superiority",
+        min_gain=0.5,
+        max_p_value=0.01,
+        min_heldout_queries=10,
+        max_guard_drop=0.0,
+    )
     guard_regresses = evaluate_runs(
         QRELS,
         {
@@ -48,25 +120,29 @@ def test_each_failed_rule_is_a_reason() -> None:
         },
         baseline=PRODUCTION,
     )
-    decision = decide(report(2), guard_regresses, policy, production="v1", candidate="v2")
+    decision = gate(report(2), guard_regresses, policy)
     assert not decision.passed
     text = " | ".join(decision.reasons)
-    for fragment in ("held-out queries", "gain", "p-value", "guard nDCG@10 drops"):
+    for fragment in ("heldout: fails: nDCG@10 gain", "p=", "guard: fails: nDCG@10"):
         assert fragment in text
+    few = gate(report(2), None, GatePolicy(min_heldout_queries=100))
+    assert "only 40 held-out queries" in few.reasons[0]
 
 
 def test_no_heldout_queries_is_a_rejection() -> None:
-    decision = decide(None, None, GatePolicy(), production="v1", candidate="v2")
+    decision = gate(None, None, GatePolicy())
     assert not decision.passed and "only 0 held-out queries" in decision.reasons[0]
+    assert not decide([], GatePolicy(), production="v1", candidate="v2").passed
 
 
 def test_report_has_markdown_html_and_plot(tmp_path: Path) -> None:
-    decision = decide(report(30), report(0), GatePolicy(), production="v1", candidate="v2")
+    decision = gate(report(30), report(0), GatePolicy())
     html = write_report(decision, tmp_path)
     assert html.read_text().startswith("<!doctype html>")
     assert "data:image/png;base64," in html.read_text()
     markdown = (tmp_path / "gate-v2.md").read_text()
     assert "passed" in markdown and "held-out mrr@10" in markdown
+    assert "non-inferiority" in markdown and "| guard |" in markdown
     assert (tmp_path / "gate-v2.png").read_bytes()[:4] == b"\x89PNG"
 
 
