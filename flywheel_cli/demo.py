@@ -29,7 +29,9 @@ from rich.text import Text
 
 from flywheel_cli.demo_report import RoundRecord, rounds_table, write_report
 from flywheel_cli.main import app, console
+from services.decisions import CanaryDecision
 from services.errors import FlywheelError
+from services.registry import ModelRegistry
 from services.settings import SearchMode, Settings
 from services.simulator import IntentPool, ShopperTraffic, TrafficStats, load_intents
 
@@ -60,12 +62,17 @@ def demo_settings(base: Settings, home: Path, ports: tuple[int, int]) -> Setting
     settings.ingest.store.derived.attribution_window_s = 3.0
     settings.train.max_examples = min(settings.train.max_examples, cfg.train_examples)
     settings.retrain.canary_fraction = cfg.canary_fraction
-    settings.retrain.canary.min_lists_per_arm = cfg.min_lists_per_arm
     settings.retrain.canary.max_lists_per_arm = cfg.max_lists_per_arm
     settings.retrain.min_new_pairs = min(settings.retrain.min_new_pairs, 100)
     settings.retrain.gate.min_heldout_queries = min(settings.retrain.gate.min_heldout_queries, 20)
     settings.retrain.heldout_fraction = cfg.gate_heldout_fraction
-    settings.retrain.gate.max_p_value = cfg.gate_max_p_value
+    # The statistics are production's; the demo brings more shoppers instead, so that a canary
+    # is decided in minutes.
+    settings.simulator.sessions_per_s = cfg.sessions_per_s
+    # The simulated shoppers come from many addresses (X-Forwarded-For, as behind a proxy), so
+    # the per-client caps see each shopper as the production ingress would.
+    settings.server.client_address_header = "x-forwarded-for"
+    settings.simulator.send_forwarded_for = True
     return settings
 
 
@@ -149,73 +156,131 @@ class Loop:
             time.sleep(0.25)
         return True
 
-    def finish_round(self, number: int) -> RoundRecord:
-        """Snapshot, then judge the canary or retrain, then measure; returns the round."""
-        from feedback_ingest.service import request_snapshot
-        from retrainer.canary import arm_stats, run_controller
-        from retrainer.pipeline import run_retrain
-        from services.registry import ModelRegistry
-        from services.snapshots import Snapshot
-
+    def finish_round(self, number: int, deadline: float) -> RoundRecord:
+        """One turn of the loop: retrain on the feedback so far and gate the candidate (unless
+        a canary is still being judged), judge the canary live until the controller decides
+        or the round's time is up, then measure."""
         ended, searches, actions = self._counters()
         began, searches0, actions0 = self._mark
         p50, p99 = (self.traffic.stats.latency_percentile(q, since=searches0) for q in (0.5, 0.99))
         self.phase = f"round {number}: snapshot"
-        snapshot = request_snapshot(self.settings)
+        self._snapshot()
         registry = ModelRegistry(self.settings.registry_dir)
-        before = registry.pointers()
-        online = {}
-        for arm, version in (("production", before.production), ("canary", before.canary)):
-            if version:
-                stats = arm_stats(Snapshot(snapshot), version, arm)
-                online[f"{arm} {version}"] = (stats.mean, stats.lists)
-        if before.canary:
-            self.phase = f"round {number}: judging canary {before.canary}"
-            verdict = run_controller(self.settings)
-            decision = f"canary {before.canary}: {verdict.decision} ({verdict.reason})"
+
+        canary = registry.pointers().canary
+        gate, short, candidate = "canary still judged", "", canary
+        if canary is None:  # a canary being judged is not replaced by a new candidate
+            gate, short, candidate = self.retrain(number)
+            canary = registry.pointers().canary
+        verdict = None
+        if canary:
+            until = min(deadline, time.monotonic() + self.settings.demo.canary_round_s)
+            verdict = self.judge_canary(number, canary, until)
             verb = {"promote": "promoted", "rollback": "rolled back", "wait": "waits"}
-            short = f"{verb[verdict.decision]} {before.canary}"
-        else:
-
-            def stage(name: str) -> None:
-                self.phase = f"round {number}: retraining ({name})"
-
-            # On a laptop the trainer shares the cores with everything else; in production it
-            # runs elsewhere. Pausing arrivals keeps rounds short and latencies honest.
-            self.traffic.pause()
-            try:
-                outcome = run_retrain(self.settings, stage=stage)
-            finally:
-                self.traffic.resume()
-            decision = f"retrain: {outcome.status} ({outcome.message})"
-            short = f"retrain {outcome.status}"
-            if outcome.decision is not None:
-                d = outcome.decision
-                short = f"{'canary' if d.passed else 'rejected'} {d.candidate}"
-                decision = f"{d.summary()}; {outcome.status}"
+            short = f"{verb[verdict.decision]} {canary}"
         after = registry.pointers()
         assert after.production is not None
         self.phase = f"round {number}: measuring held-out nDCG"
         heldout = self.heldout.measure(after.production, bm25=True)
-        if after.canary:
-            heldout |= self.heldout.measure(after.canary)
+        if candidate and candidate != after.production:
+            heldout |= self.heldout.measure(candidate)
+        decision = (
+            gate if verdict is None else f"{gate}; canary {verdict.decision}: {verdict.reason}"
+        )
         record = RoundRecord(
             round=number,
             production=after.production,
-            canary=after.canary,
+            canary=candidate if candidate != after.production else None,
             decision=decision,
             outcome=short,
             heldout_ndcg=heldout,
-            online_ndcg=online,
+            online_ndcg=self._online(verdict),
             searches_per_s=(searches - searches0) / max(ended - began, 1e-9),
             p50_ms=p50,
             p99_ms=p99,
             events=dict(actions - actions0),
             seconds=round(time.monotonic() - self.started, 1),
+            signal=_signal(verdict),
         )
         self.rounds.append(record)
         self._mark = self._counters()  # the next round's rates cover its shopping only
         return record
+
+    def retrain(self, number: int) -> tuple[str, str, str | None]:
+        """Retrain and gate; (the gate's summary, a few words, the candidate)."""
+        from retrainer.pipeline import run_retrain
+
+        def stage(name: str) -> None:
+            self.phase = f"round {number}: retraining ({name})"
+
+        # On a laptop the trainer shares the cores with everything else; in production it runs
+        # elsewhere. Pausing arrivals keeps rounds short and latencies honest.
+        self.traffic.pause()
+        try:
+            outcome = run_retrain(self.settings, stage=stage)
+        finally:
+            self.traffic.resume()
+        if outcome.decision is None:
+            return (
+                f"retrain: {outcome.status} ({outcome.message})",
+                f"retrain {outcome.status}",
+                None,
+            )
+        passed = outcome.decision.passed
+        short = f"{'canary' if passed else 'rejected'} {outcome.candidate}"
+        return outcome.decision.summary(), short, outcome.candidate
+
+    def judge_canary(self, number: int, canary: str, deadline: float) -> CanaryDecision:
+        """The canary controller on fresh snapshots every ``judge_every_s`` until it decides;
+        what it last said when time runs out."""
+        from retrainer.canary import run_controller
+
+        while True:
+            if time.monotonic() + self.settings.demo.judge_every_s > deadline:
+                return run_controller(self.settings, apply=False)
+            time.sleep(self.settings.demo.judge_every_s)
+            self._snapshot()
+            verdict = run_controller(self.settings)
+            self.phase = f"round {number}: canary {canary}: {verdict.reason}"
+            if verdict.decision != "wait":
+                return verdict
+
+    def _snapshot(self) -> None:
+        from feedback_ingest.service import request_snapshot
+
+        request_snapshot(self.settings)
+
+    def _online(self, verdict: CanaryDecision | None) -> dict[str, tuple[float, int]]:
+        """Online nDCG@10 per arm (and the canary's interleaved win share) so far."""
+        from retrainer.canary import arm_stats
+        from services.snapshots import Snapshot
+
+        online: dict[str, tuple[float, int]] = {}
+        snapshot = Snapshot.latest(self.settings.exports_dir)
+        production = ModelRegistry(self.settings.registry_dir).pointers().production
+        arms = []
+        if snapshot is not None and production:
+            arms.append(("production", arm_stats(snapshot, production, "production")))
+        if verdict is not None and verdict.canary is not None:
+            arms.append(("canary", verdict.canary))
+        for arm, stats in arms:
+            if stats.lists:
+                online[f"{arm} {stats.version}"] = (stats.mean, stats.lists)
+        if (
+            verdict is not None
+            and verdict.interleaving is not None
+            and verdict.interleaving.decided
+        ):
+            won = verdict.interleaving.wins / verdict.interleaving.decided
+            online[f"interleaved {verdict.canary_version} wins"] = (won, verdict.interleaving.lists)
+        return online
+
+
+def _signal(verdict: CanaryDecision | None) -> str | None:
+    """Which signal decided, in a few words: 'interleaving (sequential), 412 lists'."""
+    if verdict is None or verdict.signal is None:
+        return None
+    return f"{verdict.signal} ({verdict.test}), {verdict.evidence} lists"
 
 
 def _facts(settings: Settings, pool: IntentPool, urls: dict[str, str]) -> dict[str, str]:
@@ -228,9 +293,13 @@ def _facts(settings: Settings, pool: IntentPool, urls: dict[str, str]) -> dict[s
         f"{settings.simulator.click_noise}",
         "rounds": f"{cfg.rounds} x {cfg.events_per_round} events; training pairs per run "
         f"{settings.train.max_examples}; canary fraction {cfg.canary_fraction}",
-        "gate": f"held-out feedback queries {settings.retrain.heldout_fraction:.0%}, gain >= "
-        f"{settings.retrain.gate.min_gain} at p <= {settings.retrain.gate.max_p_value}; canary "
-        f"judged on online nDCG@10 after {settings.retrain.canary.min_lists_per_arm} lists/arm",
+        "gate": f"held-out feedback queries {settings.retrain.heldout_fraction:.0%}, "
+        f"{settings.retrain.gate.heldout_rule.replace('_', '-')} (margin "
+        f"{settings.retrain.gate.margin}); reference check against the first version",
+        "canary": f"{settings.retrain.canary.judge} judged by a {settings.retrain.canary.test} "
+        f"test (alpha {settings.retrain.canary.alpha}) every {cfg.judge_every_s:g} s on "
+        f"{cfg.canary_fraction:.0%} of sessions; undecided after "
+        f"{settings.retrain.canary.max_lists_per_arm} lists: rolled back",
         "search mode": f"{settings.search.default_mode} (the server default)",
         **urls,
         "home": str(settings.home),
@@ -360,7 +429,7 @@ def _run(settings: Settings, pool: IntentPool, ports: tuple[int, int]) -> None:
                     if not loop.wait_for_events(target, deadline):
                         loop.phase = "time is up"
                         break
-                    loop.finish_round(number)
+                    loop.finish_round(number, deadline)
                     write_report(cfg.report, loop.rounds, facts, finished=False)
                 else:
                     finished = True

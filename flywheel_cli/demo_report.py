@@ -41,6 +41,8 @@ class RoundRecord:
     """Shopper events sent in this round, by action."""
     seconds: float = 0.0
     """Time since the demo started, at the end of the round."""
+    signal: str | None = None
+    """What decided the canary, e.g. 'interleaving (sequential), 412 lists'."""
 
 
 def _ms(value: float | None) -> str:
@@ -82,6 +84,9 @@ def rounds_table(rounds: list[RoundRecord], title: str = "flywheel demo") -> Tab
             for key, (v, _n) in r.online_ndcg.items()
             if key.startswith(arm)
         )
+        wins = [v for key, (v, _n) in r.online_ndcg.items() if key.startswith("interleaved")]
+        if wins:  # the canary's share of decided interleaved lists
+            online = f"won {wins[0]:.0%}"
         table.add_row(
             str(r.round),
             "/".join(v for v in (r.production, r.canary) if v),
@@ -170,6 +175,7 @@ def write_report(
                 "<br>".join(f"{k}: {v:.3f}" for k, v in r.heldout_ndcg.items()),
                 "<br>".join(f"{k}: {v:.3f} ({n} lists)" for k, (v, n) in r.online_ndcg.items()),
                 r.decision,
+                r.signal or "-",
                 f"{r.searches_per_s:.1f}",
                 _ms(r.p50_ms),
                 _ms(r.p99_ms),
@@ -207,7 +213,8 @@ figure {{ display: inline-block; margin: 1rem 1rem 0 0 }}
 <dl>{facts_html}</dl>
 <h2>Rounds</h2>
 <table id="rounds"><tr><th>round</th><th>production</th><th>canary</th>
-<th>held-out nDCG@10</th><th>online nDCG@10 per arm</th><th>decision</th>
+<th>held-out nDCG@10</th><th>online per arm</th><th>decision and why</th>
+<th>decided by</th>
 <th>searches/s</th><th>p50 ms</th><th>p99 ms</th><th>events</th></tr>{rows}</table>
 <h2>Plots</h2>{plots}
 </body></html>

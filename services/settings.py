@@ -308,6 +308,11 @@ class SimulatorSettings(BaseModel):
         "to measure models on human labels the flywheel has not seen.",
     )
     concurrency: int = Field(default=8, ge=1, description="Sessions in flight at most.")
+    send_forwarded_for: bool = Field(
+        default=False,
+        description="Send each session's simulated address as X-Forwarded-For (for a server "
+        "told to trust it), so per-client caps see many shoppers instead of one.",
+    )
     timeout_s: float = Field(default=10.0, gt=0)
     seed: int = 42
 
@@ -325,7 +330,7 @@ class DemoSettings(BaseModel):
     port: int = Field(default=8000, ge=0, le=65535, description="Search API port (0: any).")
     storefront_port: int = Field(default=8001, ge=0, le=65535, description="0: any free port.")
     max_minutes: float = Field(
-        default=12.0, gt=0, description="Hard bound: the demo stops after this long."
+        default=8.0, gt=0, description="Hard bound: the demo stops after this long."
     )
     train_examples: int = Field(
         default=1000, ge=10, description="Training pairs per retraining (CPU-sized)."
@@ -337,19 +342,25 @@ class DemoSettings(BaseModel):
         description="Share of feedback queries the gate holds out: more than in production, "
         "since a demo round has minutes of feedback rather than hours.",
     )
-    gate_max_p_value: float = Field(
-        default=0.1,
-        gt=0,
-        le=1,
-        description="The gate's significance level in the demo (production: retrain.gate); "
-        "the canary's online comparison is the second check.",
-    )
     canary_fraction: float = Field(default=0.5, gt=0, le=1, description="Sessions on a canary.")
-    min_lists_per_arm: int = Field(
-        default=80, ge=2, description="Lists each arm needs before the canary is judged."
-    )
     max_lists_per_arm: int = Field(
-        default=250, ge=2, description="An undecided canary is rolled back after this many."
+        default=3000,
+        ge=2,
+        description="A canary still undecided after this many lists is rolled back.",
+    )
+    sessions_per_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="Shopper arrivals in the demo: enough that a canary is decided in minutes.",
+    )
+    judge_every_s: float = Field(
+        default=5.0, gt=0, description="How often the canary controller looks during a round."
+    )
+    canary_round_s: float = Field(
+        default=180.0,
+        gt=0,
+        description="How long a round judges its canary; one still undecided is judged on in "
+        "the next round instead of being replaced.",
     )
     report: Path = Field(
         default=Path("reports/flywheel.html"), description="Where the HTML report is written."

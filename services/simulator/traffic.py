@@ -147,22 +147,28 @@ class ShopperTraffic:
         self, client: httpx.AsyncClient, session_id: str, rng: random.Random
     ) -> None:
         self.stats.count("sessions")
+        address = f"10.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(1, 255)}"
+        headers = {"x-forwarded-for": address} if self.cfg.send_forwarded_for else {}
         for _ in range(searches_in_session(rng, self.cfg.queries_per_session)):
             try:
-                await self._search_and_react(client, session_id, rng)
+                await self._search_and_react(client, session_id, rng, headers)
             except httpx.HTTPError as exc:
                 self.stats.count("search_errors")
                 logger.debug("simulated search failed: %s", exc)
 
     async def _search_and_react(
-        self, client: httpx.AsyncClient, session_id: str, rng: random.Random
+        self,
+        client: httpx.AsyncClient,
+        session_id: str,
+        rng: random.Random,
+        headers: dict[str, str],
     ) -> None:
         intent = self.pool.draw(rng)
         params: dict[str, str | int] = {"q": intent.text, "k": self.cfg.k, "session_id": session_id}
         if self.cfg.mode:
             params["mode"] = self.cfg.mode
         started = time.perf_counter()
-        response = await client.get("/search", params=params)
+        response = await client.get("/search", params=params, headers=headers)
         if response.status_code != 200:
             self.stats.count("search_errors")
             logger.warning("search %r: %s %s", intent.text, response.status_code, response.text)
@@ -185,7 +191,7 @@ class ShopperTraffic:
         ]
         if not events:
             return
-        posted = await client.post("/events", json={"events": events})
+        posted = await client.post("/events", json={"events": events}, headers=headers)
         answer = posted.json() if posted.status_code == 200 else {}
         if posted.status_code != 200:
             logger.warning("POST /events: %s %s", posted.status_code, posted.text)

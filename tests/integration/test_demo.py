@@ -22,7 +22,9 @@ def _env(home: Path) -> dict[str, str]:
     env |= {
         "FLYWHEEL_HOME": str(home),
         "FLYWHEEL_SIMULATOR__DATASET": "generated",  # the demo must run without ../shared
-        "FLYWHEEL_SIMULATOR__SESSIONS_PER_S": "8",
+        "FLYWHEEL_DEMO__SESSIONS_PER_S": "8",
+        # A round judges its canary for 20 s at most, so two rounds fit the test's bound.
+        "FLYWHEEL_DEMO__CANARY_ROUND_S": "20",
         "FLYWHEEL_DEMO__TRAIN_EXAMPLES": "150",
         "PYTHONUNBUFFERED": "1",
     }

@@ -1,4 +1,4 @@
-"""benchmarks/flywheel.py end to end on a small generated labelled set, and its split on the
+"""benchmarks/flywheel end to end on a small generated labelled set, and its split on the
 Home Depot data (skipped, saying why, when the data is absent)."""
 
 from __future__ import annotations
@@ -33,8 +33,7 @@ def test_two_rounds_on_a_generated_set(
         "FLYWHEEL_SIMULATOR__HOLDOUT_FRACTION": "0.3",
         "FLYWHEEL_TRAIN__BATCH_SIZE": "16",
         "FLYWHEEL_RETRAIN__MIN_NEW_PAIRS": "5",
-        "FLYWHEEL_RETRAIN__GATE__MIN_GAIN": "-1",
-        "FLYWHEEL_RETRAIN__GATE__MAX_P_VALUE": "1",
+        "FLYWHEEL_RETRAIN__GATE__MARGIN": "1",
         "FLYWHEEL_RETRAIN__GATE__MIN_HELDOUT_QUERIES": "1",
     }.items():
         monkeypatch.setenv(key, value)
@@ -48,6 +47,8 @@ def test_two_rounds_on_a_generated_set(
             "--train-examples=48",
             "--supervised-examples=48",
             "--serve-mode=hybrid",
+            "--canary-sessions=100",
+            "--canary-looks=2",
             f"--out={out}",
             f"--home={home}",
         ]
@@ -66,7 +67,11 @@ def test_two_rounds_on_a_generated_set(
             assert set(result["means"][system]) == set(METRICS)
             if system != "bm25":
                 assert set(result["p_values_vs_bm25"][system]) == set(METRICS)
-    assert data["rounds"][1]["retrain"]["status"] in {"production", "rejected", "skipped"}
+    retrain = data["rounds"][1]["retrain"]
+    assert retrain["status"] in {"canary", "rejected", "skipped"}
+    if retrain["status"] == "canary":  # judged online, on interleaved lists
+        assert retrain["canary"]["signal"] == "interleaving"
+        assert 1 <= retrain["canary"]["looks"] <= 2
     assert data["rounds"][1]["simulation"]["searches"] >= 150
     assert data["best_mode"]["mode"] in {"splade", "hybrid", "bm25"}
     assert data["leakage"] == {"supervised": 0, "simulated": 0, "pairs": 0}
@@ -195,6 +200,7 @@ def test_a_rejected_candidate_is_still_measured_on_the_test_queries(
         "FLYWHEEL_SIMULATOR__HOLDOUT_FRACTION": "0.3",
         "FLYWHEEL_TRAIN__BATCH_SIZE": "16",
         "FLYWHEEL_RETRAIN__MIN_NEW_PAIRS": "5",
+        "FLYWHEEL_RETRAIN__GATE__HELDOUT_RULE": "superiority",
         "FLYWHEEL_RETRAIN__GATE__MIN_GAIN": "1",  # nothing can gain a whole nDCG point
     }.items():
         monkeypatch.setenv(key, value)

@@ -1,0 +1,5 @@
+"""``python -m benchmarks.flywheel``."""
+
+from benchmarks.flywheel.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,220 @@
+"""The flywheel benchmark's outputs: Markdown tables, JSON and the nDCG-per-round plot."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from benchmarks.flywheel.protocol import (
+    ALPHA,
+    GOAL_GAIN,
+    GOAL_NDCG,
+    REFERENCES,
+    SYSTEMS,
+    BenchResult,
+)
+from services.evaluation.metrics import DEFAULT_METRICS
+from services.evaluation.report import DAGGER, metric_label
+
+
+def _p_short(p: float | None) -> str:
+    if p is None:
+        return ""
+    return "p<0.001" if p < 0.001 else f"p={p:.3f}"
+
+
+def _candidate_text(figures: dict[str, Any] | None, version: str | None) -> str:
+    if not figures:
+        return ""
+    cells = []
+    for mode in ("splade", "hybrid"):
+        p = figures[mode]["p_values_vs_bm25"].get("ndcg@10")
+        mark = DAGGER if p is not None and p <= ALPHA else ""
+        cells.append(f"{figures[mode]['means']['ndcg@10']:.3f}{mark}")
+    return f"{version}: " + " / ".join(cells)
+
+
+def to_markdown(result: BenchResult) -> str:
+    """Tables: nDCG@10 per round, every metric per round, retraining, goal, references."""
+    cfg, systems = result.config, result.systems()
+    lines = [
+        f"# Flywheel benchmark: {result.dataset}",
+        "",
+        f"{result.protocol['test_queries']:,} held-out test queries (human labels) · "
+        f"{result.protocol['corpus']:,} products · {len(result.rounds) - 1} rounds of "
+        f"{cfg.sessions_per_round:,} simulated sessions served in `{cfg.serve_mode}` mode "
+        f"(RRF k = {cfg.rrf_k}) · "
+        f"{result.settings['train']['max_examples']:,} training triples per round · "
+        f"{cfg.supervised_examples:,} supervised triples.",
+        "",
+        f"{DAGGER} p ≤ {ALPHA:g} against BM25 ({result.rounds[0].report.stat_test}). nDCG "
+        "(Järvelin & Kekäläinen, 2002) with linear gain; RRF = reciprocal-rank fusion in the "
+        "engine (Cormack et al., 2009); SPLADE: Formal et al., 2021.",
+        "",
+        "## nDCG@10 per round",
+        "",
+        "| system | " + " | ".join(f"round {r.round}" for r in result.rounds) + " |",
+        "| --- |" + " ---: |" * len(result.rounds),
+    ]
+    for s in systems:
+        cells = []
+        for r in result.rounds:
+            mark = DAGGER if r.report.significant.get(s, {}).get("ndcg@10") else ""
+            cells.append(f"{r.report.mean(s):.3f}{mark}")
+        lines.append(f"| {SYSTEMS[s]} | " + " | ".join(cells) + " |")
+    lines.append("| flywheel version | " + " | ".join(r.production for r in result.rounds) + " |")
+    lines += [
+        "",
+        "## All metrics (p-value against BM25)",
+        "",
+        "| round | system | " + " | ".join(metric_label(m) for m in DEFAULT_METRICS) + " |",
+        "| ---: | --- |" + " ---: |" * len(DEFAULT_METRICS),
+    ]
+    for r in result.rounds:
+        shown = systems if r.round == 0 else ["flywheel", "flywheel_hybrid"]
+        for s in shown:
+            label = SYSTEMS[s] + (f" ({r.production})" if s.startswith("flywheel") else "")
+            cells = [r.report.cell(s, m) for m in DEFAULT_METRICS]
+            lines.append(f"| {r.round} | {label} | " + " | ".join(cells) + " |")
+    lines += ["", "Systems other than the flywheel do not change after round 0.", ""]
+    if result.stopped:
+        lines += [
+            f"Stopped after round {result.rounds[-1].round} of {cfg.rounds}: {result.stopped}.",
+            "",
+        ]
+    lines += [
+        "## Retraining",
+        "",
+        "| round | searches | clicks | gate | held-out nDCG@10 prod → cand (p) | canary "
+        "(signal, lists, p) | pairs (feedback / new / hard negatives) | retrain s (mine / "
+        "train / index / gate) | production after | candidate not promoted, on test: nDCG@10 "
+        "SPLADE / RRF |",
+        "| ---: | ---: | ---: | --- | --- | --- | --- | ---: | --- | --- |",
+    ]
+    for r in result.rounds[1:]:
+        sim, rec = r.simulation, r.retrain or {}
+        gate = rec.get("gate") or {}
+        heldout = (
+            f"{gate['production_ndcg']:.3f} → {gate['candidate_ndcg']:.3f} "
+            f"({_p_short(gate['p_value'])})"
+            if gate
+            else ""
+        )
+        pairs = rec.get("pairs") or {}
+        pair_text = (
+            f"{pairs.get('feedback', 0):,} / {pairs.get('new', 0):,} / "
+            f"{pairs.get('hard_negatives', 0):,}"
+            if pairs
+            else ""
+        )
+        clicks = sim.actions.get("click", 0) if sim else 0
+        searches = sim.searches if sim else 0
+        stages = rec.get("stages") or {}
+        split_s = " / ".join(f"{stages.get(k, 0):.0f}" for k in ("mine", "train", "index", "gate"))
+        canary = rec.get("canary") or {}
+        canary_text = (
+            f"{canary['decision']} ({canary['signal']}, {canary['evidence']:,} lists"
+            + (f", p={canary['p_value']:.2g}" if canary.get("p_value") is not None else "")
+            + ")"
+            if canary
+            else ""
+        )
+        lines.append(
+            f"| {r.round} | {searches:,} | {clicks:,} | {rec.get('status', '')} | {heldout} | "
+            f"{canary_text} | {pair_text} | {rec.get('seconds', 0):.0f} ({split_s}) | "
+            f"{r.production} | "
+            f"{_candidate_text(rec.get('candidate_on_test'), rec.get('candidate'))} |"
+        )
+    best, goal = result.best_mode(), result.goal()
+    lines += [
+        "",
+        f"**Best mode for the final flywheel model {best['version']}: `{best['mode']}`** "
+        "(nDCG@10 "
+        + ", ".join(f"{m} {v:.3f}" for m, v in best["ndcg@10"].items())
+        + "); this decides `search.default_mode`.",
+        "",
+    ]
+    target = goal["best"]
+    if target and result.dataset == "homedepot":
+        lines.append(
+            f"Goal (nDCG@10 ≥ {GOAL_NDCG}, ≥ +{GOAL_GAIN:.0%} over BM25, p < {ALPHA}): "
+            f"{'**met**' if goal['met'] else '**not met**'}; best flywheel figure "
+            f"{target['ndcg@10']:.3f} ({SYSTEMS[target['system']]}, round {target['round']}, "
+            f"{target['gain_over_bm25']:+.1%} over BM25, {_p_short(target['p_value'])})."
+        )
+    if result.dataset == "homedepot":
+        lines += ["", "## Reference figures (nDCG@10, Home Depot)", ""]
+        for source, figures in REFERENCES.items():
+            lines.append(f"- {source}: " + "; ".join(f"{k} {v:.3f}" for k, v in figures.items()))
+    lines += ["", "## Timings (s)", ""]
+    timed = {k: v for k, v in result.timings.items() if k != "total" and k.count(".") <= 1}
+    timed["total"] = result.timings.get("total", sum(v for k, v in timed.items() if "." not in k))
+    lines.append(", ".join(f"{k} {v:.0f}" for k, v in timed.items()))
+    lines += ["", f"Test queries in any training data: {result.leakage}.", ""]
+    return "\n".join(lines)
+
+
+def plot(result: BenchResult, path: Path) -> Path:
+    """nDCG@10 per round: flat lines for the systems that do not learn, the flywheel's two
+    modes with markers, and the goal."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x = [r.round for r in result.rounds]
+    styles: dict[str, dict[str, Any]] = {
+        "bm25": {"color": "black", "linestyle": "--"},
+        "offshelf": {"color": "tab:gray", "linestyle": ":"},
+        "offshelf_hybrid": {"color": "tab:gray", "linestyle": "-."},
+        "supervised": {"color": "tab:green", "linestyle": ":"},
+        "supervised_hybrid": {"color": "tab:green", "linestyle": "-."},
+        "flywheel": {"color": "tab:blue", "marker": "o"},
+        "flywheel_hybrid": {"color": "tab:orange", "marker": "s"},
+    }
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for s in result.systems():
+        ax.plot(x, [r.report.mean(s) for r in result.rounds], label=SYSTEMS[s], **styles[s])
+    for system, mode in (("flywheel", "splade"), ("flywheel_hybrid", "hybrid")):
+        rejected = [
+            (r.round, r.retrain["candidate_on_test"][mode]["means"]["ndcg@10"])
+            for r in result.rounds
+            if r.retrain and r.retrain.get("candidate_on_test")
+        ]
+        if rejected:
+            ax.scatter(
+                *zip(*rejected, strict=True),
+                marker=styles[system]["marker"],
+                facecolors="none",
+                edgecolors=styles[system]["color"],
+                label=f"{SYSTEMS[system]}: candidate the gate rejected",
+            )
+    if result.dataset == "homedepot":  # the goal is a Home Depot figure
+        ax.axhline(GOAL_NDCG, color="tab:red", linewidth=0.8, alpha=0.6, label=f"goal {GOAL_NDCG}")
+    ax.set_xlabel("round (0: before any feedback)")
+    ax.set_ylabel("nDCG@10 on held-out test queries")
+    ax.set_xticks(x)
+    ax.set_title(f"Flywheel on {result.dataset}: {result.protocol['test_queries']} test queries")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def write_outputs(result: BenchResult, out: Path) -> dict[str, Path]:
+    """``flywheel.md``, ``flywheel.json`` and ``flywheel.png`` under ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "markdown": out / "flywheel.md",
+        "json": out / "flywheel.json",
+        "plot": out / "flywheel.png",
+    }
+    paths["markdown"].write_text(to_markdown(result), encoding="utf-8")
+    paths["json"].write_text(
+        json.dumps(result.to_json(), indent=2, default=str) + "\n", encoding="utf-8"
+    )
+    plot(result, paths["plot"])
+    return paths
