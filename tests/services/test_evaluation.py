@@ -257,13 +257,8 @@ def write_homedepot_csv(path: Path) -> Path:
 
 
 def test_eval_command_writes_reports(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import typer
+    from flywheel_cli.main import app
 
-    from flywheel_cli.eval_cmd import eval_command
-
-    app = typer.Typer()
-    app.command("eval")(eval_command)
-    app.command("noop")(lambda: None)  # a second command keeps "eval" as a sub-command
     monkeypatch.setenv("FLYWHEEL_HOME", str(tmp_path / "home"))
     spec = f"homedepot:{write_homedepot_csv(tmp_path / 'train.csv')}"
     out = tmp_path / "out"
