@@ -30,10 +30,7 @@ def guard_report(
     """Evaluate both models on ``spec``'s sampled queries over the judged products plus
     distractors, each model on an index built with its own encoder."""
     labelled = load_dataset(spec)
-    eligible = sum(len(j) >= 2 and q in labelled.queries for q, j in labelled.qrels.items())
-    qids = sample_queries(
-        labelled, min(settings.retrain.guard_queries, eligible), min_judged=2, seed=seed
-    )
+    qids = sample_queries(labelled, at_most=settings.retrain.guard_queries, min_judged=2, seed=seed)
     judged = {pid for qid in qids for pid in labelled.qrels[qid]}
     others = sorted(p.id for p in labelled.products if p.id not in judged)
     keep = judged | set(random.Random(seed).sample(others, min(DISTRACTORS, len(others))))
