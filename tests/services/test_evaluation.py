@@ -16,7 +16,7 @@ from services.datasets.homedepot import grade
 from services.errors import ConfigError
 from services.evaluation.metrics import comparable_run, evaluate_runs
 from services.evaluation.protocol import evaluate_dataset, parse_systems, resolve_version
-from services.evaluation.report import EvalReport
+from services.evaluation.report import EvalReport, p_text
 from services.evaluation.systems import bm25s_run, hits_to_run
 from services.index.base import Hit
 from services.products import Product
@@ -131,6 +131,13 @@ def test_unknown_baseline_and_empty_input_are_errors() -> None:
         evaluate_runs(QRELS, {"s": as_run(RANKING)}, baseline="bm25")
     with pytest.raises(ConfigError):
         evaluate_runs(QRELS, {})
+
+
+def test_p_text_is_the_one_p_value_format() -> None:
+    assert p_text(0.0004) == "p<0.001"
+    assert p_text(0.001) == "p=0.001"
+    assert p_text(0.01234) == "p=0.012"
+    assert p_text(None) == ""
 
 
 def test_report_markdown_and_json(tmp_path: Path) -> None:
