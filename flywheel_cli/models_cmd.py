@@ -1,5 +1,5 @@
-"""``flywheel models | promote | rollback | canary … | gc``: list the registry and edit its
-pointers directly.
+"""``flywheel models | promote | rollback | canary … | gc``: list the registry, edit its
+pointers directly and delete versions nothing needs.
 
 Running servers poll the registry every ``registry_poll_s`` and hot-swap on their own; every
 change is appended to ``registry/events.jsonl`` with the OS user as the actor.
