@@ -100,15 +100,22 @@ async def load(
     async def worker(offset: int) -> None:
         nonlocal errors
         i = offset
-        async with httpx.AsyncClient(base_url=base, limits=limits, timeout=10) as client:
+        async with httpx.AsyncClient(base_url=base, limits=limits, timeout=60) as client:
             while time.perf_counter() < deadline:
+                params: dict[str, str | int] = {
+                    "q": queries[i % len(queries)],
+                    "k": 10,
+                    "mode": mode,
+                }
+                i += concurrency
                 start = time.perf_counter()
-                r = await client.get(
-                    "/search", params={"q": queries[i % len(queries)], "k": 10, "mode": mode}
-                )
+                try:
+                    r = await client.get("/search", params=params)
+                except httpx.TransportError:  # a timeout or a dropped connection: an error
+                    errors += 1
+                    continue
                 latencies.append((time.perf_counter() - start) * 1000)
                 errors += r.status_code != 200
-                i += concurrency
 
     start = time.perf_counter()
     await asyncio.gather(*(worker(w) for w in range(concurrency)))
