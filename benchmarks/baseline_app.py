@@ -5,8 +5,9 @@ It serves the same model version from the same Qdrant index as ``flywheel serve`
 the same ``GET /search?q=&k=&mode=`` (``splade``, ``bm25``, ``hybrid`` with the same RRF
 constant), but with none of Flywheel's serving path: no ONNX Runtime (the masked LM runs in
 eager PyTorch through :class:`~services.encoding.torch_splade.TorchSpladeEncoder`, with
-PyTorch's default threads), no model holder or hot swap, no validation beyond FastAPI's, no
-query logging to Kafka, no routing, no Flywheel middleware or metrics. Like Flywheel's route
+PyTorch's default threads unless ``--threads`` says otherwise), no model holder or hot swap,
+no validation beyond FastAPI's, no query logging to Kafka, no routing, no Flywheel middleware
+or metrics. Like Flywheel's route
 the handler is ``async``, so both serve one request at a time per process and the comparison
 isolates the runtime and the serving code rather than the concurrency model.
 
@@ -113,7 +114,14 @@ def main() -> None:
     parser.add_argument("--home", type=Path, required=True, help="FLYWHEEL_HOME to serve")
     parser.add_argument("--port", type=int, default=18432)
     parser.add_argument("--version", default=None, help="model version (default: production)")
+    parser.add_argument(
+        "--threads", type=int, default=0, help="PyTorch intra-op threads (0: PyTorch's default)"
+    )
     args = parser.parse_args()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     app = create_baseline_app(Settings(home=args.home), args.version)
     uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
 

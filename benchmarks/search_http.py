@@ -224,6 +224,12 @@ def main() -> None:
     parser.add_argument("--modes", default="splade,bm25,hybrid")
     parser.add_argument("--smoke", action="store_true", help="quick run on a fresh home (CI)")
     parser.add_argument(
+        "--torch-threads",
+        type=int,
+        default=0,
+        help="the baseline's PyTorch threads (0: PyTorch's default, all cores)",
+    )
+    parser.add_argument(
         "--no-broker",
         dest="broker",
         action="store_false",
@@ -262,12 +268,20 @@ def run(args: argparse.Namespace, env: dict[str, str], queries: list[str]) -> li
         ),
         Server(
             "baseline",
-            [python, "-m", "benchmarks.baseline_app", "--home", home, "--port", str(port)],
+            [
+                *(python, "-m", "benchmarks.baseline_app", "--home", home, "--port", str(port)),
+                *("--threads", str(args.torch_threads)),
+            ],
             BASELINE_METRIC,
         ),
     ]
     kafka = "embedded broker" if args.broker else "none (backlog)"
-    print(f"{machine()}; load generator on the same machine; Kafka: {kafka}; home: {home}")
+    threads = args.torch_threads or f"default ({os.cpu_count()})"
+    print(
+        f"{machine()}; load average {os.getloadavg()[0]:.1f} at the start; load generator on the "
+        f"same machine; Kafka: {kafka}; baseline PyTorch threads: {threads}; Flywheel ONNX "
+        f"Runtime threads per query: {Settings().encoder.query_threads}; home: {home}"
+    )
     results: dict[tuple[str, str, int], Measured] = {}
     failures = []
     for server in servers:
