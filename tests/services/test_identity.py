@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import stat
 import threading
 from pathlib import Path
@@ -20,7 +19,7 @@ def test_secret_is_created_once_and_kept_private(tmp_path: Path) -> None:
     first = routing_secret(settings)
     assert len(first) == 64
     assert routing_secret(settings) == first
-    mode = stat.S_IMODE(os.stat(settings.registry_dir / ROUTING_KEY).st_mode)
+    mode = stat.S_IMODE((settings.registry_dir / ROUTING_KEY).stat().st_mode)
     assert mode == 0o600
 
 
