@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export FLYWHEEL_HOME ?= $(CURDIR)/.flywheel
 
-.PHONY: setup system-deps dashboards demo serve test test-fast lint format typecheck bench bench-flywheel clean
+.PHONY: setup system-deps dashboards demo serve test test-fast lint format typecheck bench bench-smoke bench-flywheel clean
 
 # Installs everything the project needs into .venv; re-runs only when pyproject.toml changes.
 setup: system-deps $(VENV)/.setup-stamp
@@ -43,8 +43,10 @@ demo: setup
 serve: setup
 	$(BIN)/flywheel serve
 
+# The whole suite, then the benchmarks' quick mode, so that a benchmark cannot break unseen.
 test: setup lint
 	$(BIN)/pytest -q
+	$(MAKE) --no-print-directory bench-smoke
 
 test-fast: setup
 	$(BIN)/pytest -q -m "not slow and not integration and not data"
@@ -63,9 +65,16 @@ dashboards: setup
 	$(BIN)/python -m deploy.grafana.dashboards_src
 	$(BIN)/python k8s/sync_from_deploy.py
 
+# Benchmarks run as modules (python -m), so `benchmarks` and the project import from the root.
+# Encoding latency and rate; GET /search: Flywheel against a FastAPI + eager PyTorch baseline.
 bench: setup
-	$(BIN)/python benchmarks/encode.py
-	$(BIN)/python benchmarks/search_http.py
+	$(BIN)/python -m benchmarks.encode
+	$(BIN)/python -m benchmarks.search_http
+
+# The same benchmarks on a small generated catalog, a few seconds per figure (CI, via make test).
+bench-smoke: setup
+	$(BIN)/python -m benchmarks.encode --smoke
+	$(BIN)/python -m benchmarks.search_http --smoke
 
 # Does the flywheel learn? Home Depot, CPU-sized (about 10 min on 2 cores); GPU sizes and the
 # device script are in benchmarks/README.md.

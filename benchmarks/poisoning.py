@@ -277,13 +277,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="generated catalog, 1 trial each")
     parser.add_argument("--out", type=Path, default=Path("reports/poisoning"))
     args = parser.parse_args(argv)
-    strategies = tuple(s for s in args.strategies.split(",") if s in STRATEGIES)
+    wanted = set(args.strategies.split(","))
+    strategies = tuple(s for s in STRATEGIES if s in wanted)
     cfg = Config(
         dataset="generated" if args.quick else args.dataset,
         products=400 if args.quick else args.products,
         trials=1 if args.quick else args.trials,
         shares=tuple(float(s) for s in args.shares.split(",")),
-        strategies=strategies,  # type: ignore[arg-type]
+        strategies=strategies,
         sessions=400 if args.quick else args.sessions,
         look_sessions=150 if args.quick else d.look_sessions,
         max_looks=2 if args.quick else d.max_looks,

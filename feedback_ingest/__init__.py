@@ -1,2 +1,8 @@
-"""The Kafka consumer that writes events to DuckDB exactly once (built with the event-pipeline
-issue; this package holds nothing yet)."""
+"""feedback_ingest: shopper events from Kafka into DuckDB, exactly once, and what is derived
+from them.
+
+``consumer`` (Kafka → DuckDB, one transaction per poll batch with its offsets), ``store``
+(the DuckDB schema, migrations, derived tables: judgments, propensities, training pairs, online
+metrics; Parquet snapshots) and ``service`` (the long-running ``flywheel ingest`` process).
+It imports only ``services``; the retrainer reads its Parquet snapshots, never its DuckDB file.
+"""

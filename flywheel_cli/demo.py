@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import shutil
-import socket
 import threading
 import time
 from collections import Counter
@@ -28,23 +27,20 @@ from rich.live import Live
 from rich.text import Text
 
 from flywheel_cli.demo_report import RoundRecord, rounds_table, write_report
-from flywheel_cli.main import app, console
+from flywheel_cli.ui import console, fail, progress_bar
 from services.decisions import CanaryDecision
 from services.errors import FlywheelError
+from services.net import free_port
 from services.registry import ModelRegistry
 from services.settings import SearchMode, Settings
 from services.simulator import IntentPool, ShopperTraffic, TrafficStats, load_intents
 
 logger = logging.getLogger(__name__)
 
+app = typer.Typer()
+
 HELDOUT_QUERIES = 300
 """Held-out labelled queries measured each round (a sample, to keep rounds short on a CPU)."""
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def demo_settings(base: Settings, home: Path, ports: tuple[int, int]) -> Settings:
@@ -80,7 +76,6 @@ def demo_settings(base: Settings, home: Path, ports: tuple[int, int]) -> Setting
 
 def _bootstrap(settings: Settings, pool: IntentPool) -> None:
     """Register the bundled model as v1, index the catalog with it and make it production."""
-    from flywheel_cli.main import progress_bar
     from services.indexing import bootstrap_home
 
     products = pool.labelled.products
@@ -338,7 +333,7 @@ def demo(
     }
     base.demo = base.demo.model_copy(update={k: v for k, v in overrides.items() if v is not None})
     cfg = base.demo
-    ports = (cfg.port or _free_port(), cfg.storefront_port or _free_port())
+    ports = (cfg.port or free_port(), cfg.storefront_port or free_port())
     home = base.home / "demo"
     if fresh:
         shutil.rmtree(home, ignore_errors=True)
@@ -352,8 +347,7 @@ def demo(
             _bootstrap(settings, pool)
         _run(settings, pool, ports)
     except FlywheelError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(code=1) from exc
+        raise fail(exc) from exc
 
 
 def _start_services(

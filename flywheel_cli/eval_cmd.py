@@ -1,8 +1,4 @@
-"""``flywheel eval``: offline evaluation of BM25 and SPLADE on a labelled data set.
-
-Registered in :mod:`flywheel_cli.main` with ``app.command("eval")(eval_cmd.eval_command)``.
-Self-contained (own console and progress bar) so that ``main`` may import it at the top.
-"""
+"""``flywheel eval``: offline evaluation of BM25, SPLADE and hybrid on a labelled data set."""
 
 from __future__ import annotations
 
@@ -11,30 +7,23 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
+from rich.progress import TaskID
 from rich.table import Table
 
-from services.errors import FlywheelError
+from flywheel_cli.ui import console, progress_bar
 from services.evaluation.report import EvalReport, metric_label
 from services.settings import Settings
 
 logger = logging.getLogger(__name__)
-console = Console()
+
+app = typer.Typer()
 
 STAGES = {
     "index": "indexing products",
     "bm25": "bm25 (Qdrant) queries",
     "bm25s": "bm25s queries",
     "splade": "splade queries",
+    "hybrid": "hybrid queries",
 }
 
 
@@ -57,6 +46,7 @@ def _default_model(settings: Settings) -> str:
     return production or settings.encoder.model
 
 
+@app.command("eval")
 def eval_command(
     dataset: Annotated[
         str,
@@ -66,15 +56,23 @@ def eval_command(
         ),
     ],
     systems: Annotated[
-        str, typer.Option(help="Comma-separated systems: bm25 (Qdrant), bm25s, splade.")
+        str,
+        typer.Option(
+            help="Comma-separated systems: bm25 (Qdrant), bm25s, splade, hybrid (RRF of splade "
+            "and bm25 in the engine, as GET /search serves it)."
+        ),
     ] = "bm25,splade",
-    queries: Annotated[int, typer.Option(help="Queries sampled for evaluation.")] = 2000,
+    queries: Annotated[
+        int,
+        typer.Option(help="Queries sampled for evaluation, at most (all eligible ones if fewer)."),
+    ] = 2000,
     seed: Annotated[int, typer.Option(help="Seed of the query sample.")] = 42,
     min_judged: Annotated[int, typer.Option(help="Judged products a query needs.")] = 2,
     model: Annotated[
         str | None,
         typer.Option(
-            help="Version (v3) or checkpoint ('bundled', a path) for splade; default: the "
+            help="Version (v3) or checkpoint ('bundled', a path) for splade and hybrid; "
+            "default: the "
             "production version, else the configured encoder model."
         ),
     ] = None,
@@ -82,50 +80,40 @@ def eval_command(
         Path | None, typer.Option(help="Report folder (default: $FLYWHEEL_HOME/reports).")
     ] = None,
 ) -> None:
-    """Evaluate retrieval systems on a labelled set: nDCG@10, MRR@10, Recall@100 with paired
-    t-tests against BM25; writes a JSON and a Markdown report."""
+    """Evaluate retrieval systems on a labelled set; writes a JSON and a Markdown report.
+
+    nDCG@10, MRR@10 and Recall@100 per system, each with a paired t-test against BM25.
+    """
     from services.datasets.loader import load_dataset
     from services.evaluation.protocol import evaluate_dataset, parse_systems
 
     settings = Settings()
     tasks: dict[str, TaskID] = {}
-    bar = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-    )
+    bar = progress_bar()
 
     def advance(stage: str, n: int, total: int) -> None:
         if stage not in tasks:
             tasks[stage] = bar.add_task(STAGES.get(stage, stage), total=total)
         bar.advance(tasks[stage], n)
 
-    try:
-        chosen = parse_systems(systems)
-        with console.status(f"loading {dataset}"):
-            labelled = load_dataset(dataset)
-        console.print(
-            f"{labelled.name}: {len(labelled.products):,} products, "
-            f"{len(labelled.queries):,} queries"
+    chosen = parse_systems(systems)
+    with console.status(f"loading {dataset}"):
+        labelled = load_dataset(dataset)
+    console.print(
+        f"{labelled.name}: {len(labelled.products):,} products, {len(labelled.queries):,} queries"
+    )
+    with bar:
+        report = evaluate_dataset(
+            settings,
+            labelled,
+            chosen,
+            queries=queries,
+            seed=seed,
+            min_judged=min_judged,
+            model=model or _default_model(settings),
+            progress=advance,
         )
-        with bar:
-            report = evaluate_dataset(
-                settings,
-                labelled,
-                chosen,
-                queries=queries,
-                seed=seed,
-                min_judged=min_judged,
-                model=model or _default_model(settings),
-                progress=advance,
-            )
-        json_path, md_path = report.write(out or settings.reports_dir)
-    except FlywheelError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(code=2) from exc
+    json_path, md_path = report.write(out or settings.reports_dir)
     console.print(report_table(report))
     if report.baseline and len(report.systems) > 1:
         console.print(

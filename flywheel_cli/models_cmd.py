@@ -1,4 +1,5 @@
-"""``flywheel promote | rollback | canary … | gc``: edit the registry pointers directly.
+"""``flywheel models | promote | rollback | canary … | gc``: list the registry, edit its
+pointers directly and delete versions nothing needs.
 
 Running servers poll the registry every ``registry_poll_s`` and hot-swap on their own; every
 change is appended to ``registry/events.jsonl`` with the OS user as the actor.
@@ -11,13 +12,16 @@ from collections.abc import Callable
 from typing import Annotated
 
 import typer
+from rich.table import Table
 
-from flywheel_cli.main import app, console, fail
+from flywheel_cli.ui import console, fail
 from services.errors import FlywheelError
 from services.registry import ModelRegistry, Pointers, default_actor
 from services.settings import Settings
 
 logger = logging.getLogger(__name__)
+
+app = typer.Typer()
 
 
 def _registry() -> tuple[Settings, ModelRegistry]:
@@ -50,6 +54,27 @@ def _show(pointers: Pointers, settings: Settings) -> None:
         f"{', '.join(reversed(pointers.history)) or 'none'}. Servers switch within "
         f"{settings.server.registry_poll_s:g} s."
     )
+
+
+@app.command()
+def models() -> None:
+    """List registered model versions and the serving pointers."""
+    registry = ModelRegistry(Settings().registry_dir)
+    pointers = registry.pointers()
+    table = Table("version", "role", "parent", "source", "created")
+    for version in registry.versions():
+        card = registry.card(version)
+        role = (
+            "production"
+            if version == pointers.production
+            else f"canary ({pointers.canary_fraction:.0%})"
+            if version == pointers.canary
+            else ""
+        )
+        table.add_row(
+            version, role, card.parent or "", card.source, f"{card.created_at:%Y-%m-%d %H:%M}"
+        )
+    console.print(table)
 
 
 @app.command()

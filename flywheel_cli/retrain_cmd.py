@@ -12,11 +12,13 @@ from typing import Annotated
 
 import typer
 
-from flywheel_cli.main import app, console, fail, progress_bar
+from flywheel_cli.ui import console, fail, progress_bar
 from services.errors import ConfigError, FlywheelError
 from services.settings import Settings
 
 logger = logging.getLogger(__name__)
+
+app = typer.Typer()
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import socket
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,11 +40,3 @@ def indexed_home(tmp_path_factory: pytest.TempPathFactory) -> IndexedHome:
     index_products(settings, card.version, products).close()
     registry.set_production(card.version)
     return IndexedHome(settings=settings, products=products, version=card.version)
-
-
-@pytest.fixture
-def free_port() -> Iterator[int]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
-    yield port

@@ -158,16 +158,10 @@ def split_queries(labelled: LabelledSet, holdout_fraction: float, cfg: BenchConf
         for q, text in labelled.queries.items()
         if in_hash_split(text, holdout_fraction, salt=SPLIT_SALT)
     ]
-    side = LabelledSet(
-        name=f"{labelled.name}:heldout",
-        products=[],
-        queries={q: labelled.queries[q] for q in heldout_ids},
-        qrels={q: labelled.qrels[q] for q in heldout_ids if q in labelled.qrels},
-        max_grade=labelled.max_grade,
+    side = labelled.restrict(heldout_ids, name=f"{labelled.name}:heldout")
+    test = sample_queries(
+        side, at_most=max(1, cfg.test_queries), min_judged=cfg.min_judged, seed=cfg.seed
     )
-    eligible = sum(len(j) >= cfg.min_judged for j in side.qrels.values())
-    n = min(cfg.test_queries, eligible)
-    test = sample_queries(side, n or 1, min_judged=cfg.min_judged, seed=cfg.seed)
     heldout = frozenset(normalise_query(t) for t in side.queries.values())
     leaked = {normalise_query(i.text) for i in pool.train} & heldout
     if leaked:  # the pool and this split use the same hash: this cannot happen

@@ -15,13 +15,7 @@ from benchmarks.flywheel.protocol import (
     BenchResult,
 )
 from services.evaluation.metrics import DEFAULT_METRICS
-from services.evaluation.report import DAGGER, metric_label
-
-
-def _p_short(p: float | None) -> str:
-    if p is None:
-        return ""
-    return "p<0.001" if p < 0.001 else f"p={p:.3f}"
+from services.evaluation.report import DAGGER, metric_label, p_text
 
 
 def _candidate_text(figures: dict[str, Any] | None, version: str | None) -> str:
@@ -97,7 +91,7 @@ def to_markdown(result: BenchResult) -> str:
         gate = rec.get("gate") or {}
         heldout = (
             f"{gate['production_ndcg']:.3f} → {gate['candidate_ndcg']:.3f} "
-            f"({_p_short(gate['p_value'])})"
+            f"({p_text(gate['p_value'])})"
             if gate
             else ""
         )
@@ -141,7 +135,7 @@ def to_markdown(result: BenchResult) -> str:
             f"Goal (nDCG@10 ≥ {GOAL_NDCG}, ≥ +{GOAL_GAIN:.0%} over BM25, p < {ALPHA}): "
             f"{'**met**' if goal['met'] else '**not met**'}; best flywheel figure "
             f"{target['ndcg@10']:.3f} ({SYSTEMS[target['system']]}, round {target['round']}, "
-            f"{target['gain_over_bm25']:+.1%} over BM25, {_p_short(target['p_value'])})."
+            f"{target['gain_over_bm25']:+.1%} over BM25, {p_text(target['p_value'])})."
         )
     if result.dataset == "homedepot":
         lines += ["", "## Reference figures (nDCG@10, Home Depot)", ""]

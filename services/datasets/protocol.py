@@ -40,24 +40,47 @@ def add_judgment(qrels: Qrels, qid: str, pid: str, grade: int) -> None:
     judged[pid] = max(grade, judged.get(pid, grade))
 
 
-def sample_queries(ls: LabelledSet, n: int, *, min_judged: int = 2, seed: int = 42) -> list[str]:
-    """Pick ``n`` query ids for evaluation, reproducibly.
+def sample_queries(
+    ls: LabelledSet,
+    n: int | None = None,
+    *,
+    at_most: int | None = None,
+    min_judged: int = 2,
+    seed: int = 42,
+) -> list[str]:
+    """Pick ``n`` query ids (or ``at_most`` that many) for evaluation, reproducibly.
 
     Protocol: the eligible queries are those with at least ``min_judged`` judged products in
     ``ls.qrels`` (any grade, 0 included) and a text in ``ls.queries``; their ids are sorted
     as strings and ``random.Random(seed).sample(sorted_ids, n)`` picks the sample (returned
     in sample order). The same set, ``n``, ``min_judged`` and ``seed`` always give the same list.
 
+    Give exactly one of ``n`` (exactly that many) and ``at_most`` (a maximum: every eligible
+    query, shuffled by the same draw, when fewer exist). Where enough queries are eligible both
+    return the same list, so a report made with either can be reproduced with the other.
+
     Raises:
-        DatasetError: ``n`` is not positive or exceeds the number of eligible queries.
+        DatasetError: the count is not positive; ``n`` exceeds the eligible queries; or, with
+            ``at_most``, no query is eligible.
     """
+    if (n is None) == (at_most is None):
+        raise DatasetError("sample_queries: give exactly one of n and at_most.")
     eligible = sorted(
         qid for qid, judged in ls.qrels.items() if len(judged) >= min_judged and qid in ls.queries
     )
-    if not 0 < n <= len(eligible):
+    if not eligible:
         raise DatasetError(
-            f"cannot sample {n} queries from {ls.name}: {len(eligible)} queries have at least "
+            f"no query of {ls.name} has at least {min_judged} judged products and a text; "
+            "lower min_judged or check the data set's judgments."
+        )
+    count = n if n is not None else at_most
+    assert count is not None
+    wanted = count if n is not None else min(count, len(eligible))
+    if not 0 < wanted <= len(eligible) or count <= 0:
+        asked = f"{n} queries" if n is not None else f"at most {at_most} queries"
+        raise DatasetError(
+            f"cannot sample {asked} from {ls.name}: {len(eligible)} queries have at least "
             f"{min_judged} judged products; ask for between 1 and {len(eligible)} queries "
             "or lower min_judged."
         )
-    return random.Random(seed).sample(eligible, n)
+    return random.Random(seed).sample(eligible, wanted)

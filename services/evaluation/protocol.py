@@ -1,9 +1,11 @@
 """The offline evaluation protocol: sample queries, index the whole corpus once, run systems.
 
-Protocol (the one of ``shared/data/homedepot/README.md``): ``queries`` query ids drawn by
+Protocol (the one of ``shared/data/homedepot/README.md``): up to ``queries`` query ids drawn by
 :func:`~services.datasets.protocol.sample_queries` (at least ``min_judged`` judged products,
-``seed``); the corpus is *every* product of the data set, not only the judged ones; each system
-returns its top 100; metrics and tests are those of :mod:`services.evaluation.metrics`.
+``seed``; every eligible query when fewer exist); the corpus is *every* product of the data
+set, not only the judged ones; each system returns its top 100; metrics and tests are those of
+:mod:`services.evaluation.metrics`. ``hybrid`` fuses SPLADE and BM25 in the engine with the
+serving RRF constant ``settings.search.rrf_k``, so its figures are those of ``GET /search``.
 
 The index is a scratch Qdrant Edge shard (SPLADE and BM25 vectors in the same points) in a
 temporary folder, never a serving index, so evaluating a version cannot overwrite the index
@@ -25,6 +27,7 @@ from services.errors import ConfigError
 from services.evaluation import systems as sy
 from services.evaluation.metrics import DEFAULT_METRICS, Run, evaluate_runs
 from services.evaluation.report import EvalReport
+from services.index.base import ProductIndex
 from services.metrics import OFFLINE_NDCG
 from services.registry import ModelRegistry
 from services.settings import EncoderSettings, QdrantSettings, Settings
@@ -32,7 +35,11 @@ from services.sparse import SparseVec
 
 logger = logging.getLogger(__name__)
 
-SYSTEMS = ("bm25", "bm25s", "splade")
+SYSTEMS = ("bm25", "bm25s", "splade", "hybrid")
+MODEL_SYSTEMS = frozenset({"splade", "hybrid"})
+"""Systems that need a model version (the others need none)."""
+INDEX_SYSTEMS = frozenset({"bm25"}) | MODEL_SYSTEMS
+"""Systems answered by the scratch Qdrant index."""
 ProgressCallback = Callable[[str, int, int], None]
 """Called as ``(stage, advance, total)``; stages: ``index`` (products) and one per system
 (queries)."""
@@ -92,6 +99,25 @@ def _query_encoder(settings: Settings, registry: ModelRegistry, version: str) ->
     return onnx_encoder(registry, version, threads=settings.encoder.threads)
 
 
+def _index_run(
+    system: str,
+    index: ProductIndex,
+    encoder: SpladeEncoder | None,
+    dataset: LabelledSet,
+    qids: Sequence[str],
+    *,
+    rrf_k: int,
+    progress: ProgressFn | None,
+) -> Run:
+    """The run of one of :data:`INDEX_SYSTEMS`; ``encoder`` is the version's (None for bm25)."""
+    if system == "bm25":
+        return sy.bm25_run(index, dataset, qids, progress=progress)
+    assert encoder is not None, f"{system} needs a model version"
+    if system == "splade":
+        return sy.splade_run(index, encoder, dataset, qids, progress=progress)
+    return sy.hybrid_run(index, encoder, dataset, qids, rrf_k=rrf_k, progress=progress)
+
+
 def evaluate_dataset(
     settings: Settings,
     dataset: LabelledSet,
@@ -107,14 +133,15 @@ def evaluate_dataset(
     """Evaluate ``systems`` (from :data:`SYSTEMS`) on ``dataset``; see the module docstring.
 
     ``model`` is a registry version or a checkpoint to register ('bundled', a path) and is used
-    only by ``splade``. The baseline of the tests is ``bm25`` (else ``bm25s``, else the first).
-    ``work_dir`` keeps the scratch index there instead of a removed temporary folder.
+    only by ``splade`` and ``hybrid``. ``queries`` is a maximum. The baseline of the tests is
+    ``bm25`` (else ``bm25s``, else the first). ``work_dir`` keeps the scratch index there
+    instead of a removed temporary folder.
 
     Raises:
-        FlywheelError: unknown system, too few eligible queries, model or index failures.
+        FlywheelError: unknown system, no eligible query, model or index failures.
     """
     chosen = parse_systems(systems)
-    qids = sample_queries(dataset, queries, min_judged=min_judged, seed=seed)
+    qids = sample_queries(dataset, at_most=queries, min_judged=min_judged, seed=seed)
     qrels = {qid: dataset.qrels[qid] for qid in qids}
     protocol: dict[str, object] = {
         "queries": len(qids),
@@ -130,7 +157,9 @@ def evaluate_dataset(
         return (lambda n: progress(stage, n, total)) if progress else None
 
     registry = ModelRegistry(settings.registry_dir)
-    version = resolve_version(registry, model, settings.encoder) if "splade" in chosen else None
+    version = (
+        resolve_version(registry, model, settings.encoder) if MODEL_SYSTEMS & set(chosen) else None
+    )
     runs: dict[str, Run] = {}
     with tempfile.TemporaryDirectory(prefix="flywheel-eval-") as tmp:
         home = work_dir or Path(tmp)
@@ -139,7 +168,7 @@ def evaluate_dataset(
         if "bm25s" in chosen:
             runs["bm25s"] = sy.bm25s_run(dataset, qids, progress=report_to("bm25s", len(qids)))
             timings["bm25s"] = time.perf_counter() - started
-        if {"bm25", "splade"} & set(chosen):
+        if INDEX_SYSTEMS & set(chosen):
             from services.indexing import document_encoder, index_products
 
             started = time.perf_counter()
@@ -153,19 +182,19 @@ def evaluate_dataset(
             )
             timings["index"] = time.perf_counter() - started
             try:
-                if "bm25" in chosen:
+                encoder = _query_encoder(settings, registry, version) if version else None
+                for system in (s for s in chosen if s in INDEX_SYSTEMS):
                     started = time.perf_counter()
-                    runs["bm25"] = sy.bm25_run(
-                        index, dataset, qids, progress=report_to("bm25", len(qids))
+                    runs[system] = _index_run(
+                        system,
+                        index,
+                        encoder,
+                        dataset,
+                        qids,
+                        rrf_k=settings.search.rrf_k,
+                        progress=report_to(system, len(qids)),
                     )
-                    timings["bm25"] = time.perf_counter() - started
-                if version:
-                    started = time.perf_counter()
-                    encoder = _query_encoder(settings, registry, version)
-                    runs["splade"] = sy.splade_run(
-                        index, encoder, dataset, qids, progress=report_to("splade", len(qids))
-                    )
-                    timings["splade"] = time.perf_counter() - started
+                    timings[system] = time.perf_counter() - started
             finally:
                 index.close()
     if version:
@@ -181,7 +210,7 @@ def evaluate_dataset(
         dataset=dataset.name,
         protocol=protocol,
     )
-    if version:
+    if version and "splade" in report.systems:
         OFFLINE_NDCG.labels(model_version=version, dataset=dataset.name).set(report.mean("splade"))
     logger.info("evaluated %s on %d queries of %s", ", ".join(chosen), len(qids), dataset.name)
     return report

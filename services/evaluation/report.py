@@ -24,7 +24,11 @@ def metric_label(metric: str) -> str:
     return f"{LABELS.get(name, name)}{sep}{cutoff}"
 
 
-def _p_text(p: float) -> str:
+def p_text(p: float | None) -> str:
+    """A p-value as reports print it: ``p<0.001``, else ``p=0.012`` (three decimals); ``""``
+    when there is none (the baseline, or no test)."""
+    if p is None:
+        return ""
     return "p<0.001" if p < 0.001 else f"p={p:.3f}"
 
 
@@ -73,7 +77,7 @@ class EvalReport(BaseModel):
         if p is None:
             return text
         mark = DAGGER if self.significant.get(system, {}).get(metric) else ""
-        return f"{text}{mark} ({_p_text(p)})"
+        return f"{text}{mark} ({p_text(p)})"
 
     def to_markdown(self) -> str:
         """A Markdown page: protocol, one row per system, the test and its level."""

@@ -20,7 +20,7 @@ def server_client(settings: Settings) -> QdrantClient:
 
 
 def open_index(settings: Settings, version: str) -> ProductIndex:
-    """The existing index of ``version`` (raises ``ProductIndexError`` if absent)."""
+    """The existing index of ``version`` (raises ``SearchIndexError`` if absent)."""
     if settings.qdrant.url is None:
         return EdgeIndex.open(settings.index_dir / version, version)
     return QdrantServerIndex.open(

@@ -26,7 +26,9 @@ from typing import IO, Self
 from kafka import KafkaAdminClient
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
-from services.errors import EventBusError
+from services.errors import ConfigError, EventBusError
+from services.net import WILDCARDS as _WILDCARDS
+from services.net import free_port
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +41,6 @@ _TANSU_ENV = (
     "SCHEMA_REGISTRY",
     "OTEL_EXPORTER_OTLP_ENDPOINT",
 )
-_WILDCARDS = ("", "0.0.0.0", "::")
 
 
 def broker_binary() -> str:
@@ -54,18 +55,12 @@ def broker_binary() -> str:
         ) from exc
 
 
-def free_port(host: str = "127.0.0.1", port: int = 0) -> int:
-    """``port`` if nothing listens on it (0: any free port) on ``host``; else EventBusError."""
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("0.0.0.0" if host in _WILDCARDS else host, port))
-        except OSError as exc:
-            raise EventBusError(
-                f"Port {port} on {host or '0.0.0.0'} is in use ({exc.strerror}); stop what "
-                "holds it (a broker already running?) or choose another port."
-            ) from exc
-        return int(sock.getsockname()[1])
+def _free_port(host: str, port: int) -> int:
+    """:func:`services.net.free_port`, as an EventBusError naming the likely culprit."""
+    try:
+        return free_port(host, port)
+    except ConfigError as exc:
+        raise EventBusError(f"{exc} Is a broker already running?") from exc
 
 
 class EmbeddedBroker:
@@ -116,7 +111,7 @@ class EmbeddedBroker:
         attempts = 3 if port == 0 else 1  # a picked port can be taken before tansu binds it
         for attempt in range(1, attempts + 1):
             started = time.monotonic()
-            self._spawn(host, free_port(host, port))
+            self._spawn(host, _free_port(host, port))
             try:
                 self._wait_ready(host)
             except EventBusError:

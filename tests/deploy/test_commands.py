@@ -44,8 +44,7 @@ def command_lines() -> dict[str, list[str]]:
 
 
 def flywheel_group() -> typer.core.TyperGroup:
-    """The CLI as `flywheel` builds it (commands in their own modules register on import)."""
-    from flywheel_cli import demo, models_cmd, retrain_cmd  # noqa: F401
+    """The CLI as `flywheel` builds it."""
     from flywheel_cli.main import app
 
     group = typer.main.get_command(app)

@@ -84,7 +84,7 @@ def test_every_command_imports_without_extras(tmp_path: Path) -> None:
     script = (
         PRELUDE
         + """
-from flywheel_cli import demo, eval_cmd, main, models_cmd, retrain_cmd
+from flywheel_cli import demo, eval_cmd, events_cmd, main, models_cmd, retrain_cmd, search_cmd, ui
 from encoder_server.app import create_app
 from feedback_ingest.service import run_ingest
 from services.kafka.broker import run_broker_forever

@@ -23,7 +23,8 @@ from kafka import KafkaConsumer, KafkaProducer
 from kafka.structs import TopicPartition
 
 from feedback_ingest.store import latest_snapshot
-from services.kafka.broker import EmbeddedBroker, ensure_topics, free_port
+from services.kafka.broker import EmbeddedBroker, ensure_topics
+from services.net import free_port
 from tests.integration.tcp_proxy import DroppingProxy
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

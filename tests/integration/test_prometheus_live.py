@@ -37,7 +37,8 @@ from kafka import KafkaProducer
 from services.catalog_store import save_products
 from services.encoding.package import register_pretrained
 from services.indexing import index_products
-from services.kafka.broker import EmbeddedBroker, ensure_topics, free_port
+from services.kafka.broker import EmbeddedBroker, ensure_topics
+from services.net import free_port
 from services.products import Product
 from services.registry import ModelRegistry
 from services.settings import Settings

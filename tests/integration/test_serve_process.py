@@ -14,8 +14,9 @@ from kafka import KafkaConsumer
 from kafka.structs import TopicPartition
 
 from encoder_server.app import create_app
-from services.kafka.broker import EmbeddedBroker, free_port
+from services.kafka.broker import EmbeddedBroker
 from services.kafka.config import KafkaSettings
+from services.net import free_port
 from services.settings import Settings
 from tests.conftest import IndexedHome
 

@@ -25,8 +25,9 @@ from starlette.testclient import TestClient
 from feedback_ingest.service import SNAPSHOT_REQUEST, exports_dir, run_ingest, store_path
 from feedback_ingest.store import latest_snapshot
 from flywheel_cli.storefront import STATIC_DIR, serve_storefront, storefront_app
-from services.kafka.broker import EmbeddedBroker, ensure_topics, free_port
+from services.kafka.broker import EmbeddedBroker, ensure_topics
 from services.kafka.config import KafkaSettings
+from services.net import free_port
 from services.settings import IngestSettings, Settings
 from tests.conftest import IndexedHome
 from tests.integration.conftest import CHROMIUM, CHROMIUM_FLAGS, start_server, stop_server

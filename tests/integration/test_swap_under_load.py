@@ -14,7 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from services.kafka.broker import EmbeddedBroker, free_port
+from services.kafka.broker import EmbeddedBroker
+from services.net import free_port
 from services.registry import ModelRegistry
 from tests.conftest import IndexedHome
 from tests.encoder_server.test_hot_swap import QUERIES, make_two_version_home

@@ -26,7 +26,6 @@ class Gateway(BaseHTTPRequestHandler):
 
 
 def test_one_shot_retrain_pushes_metrics(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from flywheel_cli import retrain_cmd  # noqa: F401 - registers the command
     from flywheel_cli.main import app
 
     registry = ModelRegistry(tmp_path / "registry")

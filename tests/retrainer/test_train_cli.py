@@ -16,7 +16,6 @@ pytestmark = pytest.mark.slow
 def test_train_registers_a_new_unpromoted_version(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from flywheel_cli import retrain_cmd  # noqa: F401 - registers the command
     from flywheel_cli.main import app
 
     data = write_qrels_dataset(

@@ -23,6 +23,7 @@ from services.datasets.qrels import load_qrels_dataset
 from services.datasets.wands import load_wands
 from services.errors import CatalogError, DatasetError
 from services.products import Product
+from services.synthetic import generate_catalog
 
 REAL_HOMEDEPOT = Path(__file__).resolve().parents[2].parent / "shared/data/homedepot/train.csv"
 
@@ -124,6 +125,37 @@ def test_sample_queries_protocol() -> None:
     assert sample_queries(ls, 4, seed=7) == random.Random(7).sample(eligible, 4)
     assert len(sample_queries(ls, 15, min_judged=1)) == 15
     assert normalise_query("  Deck\tOVER  ") == "deck over"
+
+
+def test_sample_queries_at_most_is_a_maximum() -> None:
+    ls = _toy_set()
+    eligible = sorted(q for q, judged in ls.qrels.items() if len(judged) >= 2)
+    # Where enough queries exist, at_most draws exactly what n draws.
+    assert sample_queries(ls, at_most=4) == sample_queries(ls, 4)
+    assert sample_queries(ls, at_most=4, seed=7) == sample_queries(ls, 4, seed=7)
+    everything = sample_queries(ls, at_most=2000)
+    assert len(everything) == 10 and sorted(everything) == eligible
+    assert everything == sample_queries(ls, 10)  # the same draw, in the same order
+    with pytest.raises(DatasetError, match="at most 0"):
+        sample_queries(ls, at_most=0)
+    with pytest.raises(DatasetError, match="exactly one of n and at_most"):
+        sample_queries(ls, 3, at_most=3)
+    with pytest.raises(DatasetError, match="no query of toy has at least 9 judged"):
+        sample_queries(ls, at_most=5, min_judged=9)
+
+
+def test_restrict_keeps_the_corpus_and_only_the_given_queries() -> None:
+    products = generate_catalog(30, seed=1)
+    ls = LabelledSet("toy", products, {"a": "drill", "b": "saw", "c": "hinge"}, {}, 2)
+    ls.qrels.update({"a": {products[0].id: 2}, "c": {products[1].id: 1}})
+    part = ls.restrict(["c", "b", "c"], name="toy:heldout")
+    assert part.name == "toy:heldout" and part.products == products and part.max_grade == 2
+    assert part.queries == {"c": "hinge", "b": "saw"}
+    assert part.qrels == {"c": {products[1].id: 1}}  # b has no judgments
+    assert ls.restrict([]).queries == {} and ls.restrict(["a"]).name == "toy"
+    assert len(ls.queries) == 3  # the original is untouched
+    with pytest.raises(DatasetError, match=r"1 query ids are not in toy, e\.g\. 'zz'"):
+        ls.restrict(["a", "zz"])
 
 
 def test_sample_queries_too_many() -> None:

@@ -16,7 +16,7 @@ from services.datasets.homedepot import grade
 from services.errors import ConfigError
 from services.evaluation.metrics import comparable_run, evaluate_runs
 from services.evaluation.protocol import evaluate_dataset, parse_systems, resolve_version
-from services.evaluation.report import EvalReport
+from services.evaluation.report import EvalReport, p_text
 from services.evaluation.systems import bm25s_run, hits_to_run
 from services.index.base import Hit
 from services.products import Product
@@ -133,6 +133,13 @@ def test_unknown_baseline_and_empty_input_are_errors() -> None:
         evaluate_runs(QRELS, {})
 
 
+def test_p_text_is_the_one_p_value_format() -> None:
+    assert p_text(0.0004) == "p<0.001"
+    assert p_text(0.001) == "p=0.001"
+    assert p_text(0.01234) == "p=0.012"
+    assert p_text(None) == ""
+
+
 def test_report_markdown_and_json(tmp_path: Path) -> None:
     qrels, weak = _thirty_queries()
     strong = as_run({q: [f"rel{q[1:]}"] for q in qrels})
@@ -238,6 +245,58 @@ def test_evaluate_dataset_splade_reuses_the_registered_model(indexed_home: Index
     assert report.mean("splade") > 0.3
 
 
+def test_hybrid_is_what_get_search_serves(indexed_home: IndexedHome, tmp_path: Path) -> None:
+    """`hybrid` fuses in the engine with settings.search.rrf_k: on the same index its figures
+    are those of GET /search?mode=hybrid. (Two builds of one catalog may order equal BM25
+    scores differently, and RRF inherits that, so the server here serves the evaluation's own
+    scratch index.)"""
+    import shutil
+
+    from fastapi.testclient import TestClient
+
+    from encoder_server.app import create_app
+    from services.events import MemorySink
+    from services.synthetic import generate_labelled_set
+
+    settings = indexed_home.settings.model_copy(deep=True)
+    settings.search.rrf_k = 7  # not the default: the evaluation must take the setting
+    labelled = generate_labelled_set(indexed_home.products[:200])
+    work = tmp_path / "work"
+    report = evaluate_dataset(
+        settings,
+        labelled,
+        ["bm25", "splade", "hybrid"],
+        queries=30,
+        model=indexed_home.version,
+        work_dir=work,
+    )
+    assert report.systems == ["bm25", "splade", "hybrid"]
+    assert set(report.p_values) == {"splade", "hybrid"}
+    qids = list(report.per_query["hybrid"])
+    assert len(qids) == 30
+    served_settings = settings.model_copy(deep=True)
+    served_settings.home = work
+    shutil.copytree(settings.registry_dir, served_settings.registry_dir)
+    with TestClient(create_app(served_settings, sink=MemorySink())) as client:
+        served = {}
+        for qid in qids:
+            response = client.get(
+                "/search", params={"q": labelled.queries[qid], "k": 100, "mode": "hybrid"}
+            )
+            assert response.status_code == 200, response.text
+            results = response.json()["results"]
+            served[qid] = {r["id"]: float(len(results) - i) for i, r in enumerate(results)}
+    api = evaluate_runs({q: labelled.qrels[q] for q in qids}, {"hybrid": served})
+    assert api.per_query["hybrid"] == pytest.approx(report.per_query["hybrid"])
+    assert api.mean("hybrid", "recall@100") == pytest.approx(report.mean("hybrid", "recall@100"))
+    assert report.per_query["hybrid"] != report.per_query["splade"]
+
+
+def test_queries_is_a_maximum(tmp_path: Path) -> None:
+    report = evaluate_dataset(Settings(home=tmp_path / "home"), tiny_set(), ["bm25"], queries=500)
+    assert report.num_queries == report.protocol["queries"] == len(tiny_set().queries)
+
+
 # --- the command ----------------------------------------------------------------------------
 
 
@@ -257,13 +316,8 @@ def write_homedepot_csv(path: Path) -> Path:
 
 
 def test_eval_command_writes_reports(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import typer
+    from flywheel_cli.main import app
 
-    from flywheel_cli.eval_cmd import eval_command
-
-    app = typer.Typer()
-    app.command("eval")(eval_command)
-    app.command("noop")(lambda: None)  # a second command keeps "eval" as a sub-command
     monkeypatch.setenv("FLYWHEEL_HOME", str(tmp_path / "home"))
     spec = f"homedepot:{write_homedepot_csv(tmp_path / 'train.csv')}"
     out = tmp_path / "out"

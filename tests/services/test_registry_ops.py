@@ -131,7 +131,6 @@ def test_gc_trims_history_so_rollback_stays_valid(tmp_path: Path) -> None:
 
 
 def test_cli_commands_edit_the_registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import flywheel_cli.models_cmd  # noqa: F401 - registers the commands
     from flywheel_cli.main import app
 
     registry = registry_with(tmp_path, 3)

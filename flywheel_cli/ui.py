@@ -1,0 +1,94 @@
+"""What every ``flywheel`` command shows and how it ends: console, progress bar, the error path.
+
+Exit codes (the README's table; one place decides them, :class:`FlywheelGroup`):
+
+* 0: done. A retraining run whose candidate the gate rejects, or a canary the controller rolls
+  back, is a result, not a failure.
+* 1: an unexpected error, i.e. a bug, printed with its traceback; please report it.
+* 2: a usage error (unknown option, bad value: click's own code) or an expected error: a
+  :class:`~services.errors.FlywheelError`, an invalid ``FLYWHEEL_*`` setting or an invalid
+  state file. One line on stderr says what went wrong and what to do; no traceback
+  (``flywheel -v`` logs it).
+* 130: interrupted with Ctrl-C (128 + SIGINT, the shell's convention).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from typer.core import TyperGroup
+
+from services.errors import FlywheelError
+
+logger = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_BUG = 1
+EXIT_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+console = Console()
+"""Results and progress (stdout)."""
+err_console = Console(stderr=True)
+"""Errors and warnings (stderr), so that a command's output can be piped."""
+
+
+def progress_bar() -> Progress:
+    """The progress bar every long command shows: what, bar, done/total, elapsed, remaining."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    )
+
+
+def fail(exc: Exception, *, about: str = "") -> typer.Exit:
+    """Print an expected error in one line, without a traceback; returns the exit (status 2)
+    for the caller to raise. Every expected error of every command ends here."""
+    text = f"{about}: {exc}" if about else str(exc)
+    err_console.print(f"[red]error:[/red] {escape(text)}", highlight=False)
+    logger.debug("the error's traceback (shown with -v)", exc_info=exc)
+    return typer.Exit(code=EXIT_ERROR)
+
+
+def interrupted() -> typer.Exit:
+    """Say that Ctrl-C stopped the command; returns the exit (status 130) to raise."""
+    err_console.print("[yellow]interrupted[/yellow]")
+    return typer.Exit(code=EXIT_INTERRUPTED)
+
+
+class FlywheelGroup(TyperGroup):
+    """The root command group: the one place where an error becomes an exit code.
+
+    Sub-groups run inside the root's :meth:`invoke`, so every command of every module gets the
+    same treatment without catching anything itself.
+    """
+
+    def invoke(self, ctx: Any) -> Any:  # Any: typer's Context type lives in a private module
+        """Run the command; turn expected errors and Ctrl-C into the documented exit codes."""
+        try:
+            return super().invoke(ctx)
+        except FlywheelError as exc:
+            raise fail(exc) from exc
+        except ValidationError as exc:
+            # Pydantic validates only what comes from outside here: FLYWHEEL_* variables and
+            # the JSON state files (pointers, cards, logs) a person may have edited.
+            raise fail(exc, about="an invalid setting or state file (fix or restore it)") from exc
+        except KeyboardInterrupt as exc:
+            raise interrupted() from exc
