@@ -12,7 +12,8 @@ and runs repeated simulated trials of each decision signal on them:
 * offline signals, each trial a fresh round of production traffic through the real event
   store and snapshot, judged on the retrainer's click-judged held-out queries
   (:mod:`retrainer.gate`): ``gate superiority`` (the old rule: a gain >= 0.005 at p <= 0.05)
-  and ``gate non-inferiority`` (do no harm: the one-sided 95% lower bound > -0.01).
+  and ``gate non-inferiority`` (do no harm: the one-sided 95% lower bound > -0.01), on full
+  lists and on condensed lists (judged products only; Sakai, 2007).
 * online signals, each trial a stream of canary-bucket lists looked at every ``--look-every``
   lists until the judge decides or ``--max-lists`` per arm (inconclusive), with the canary
   controller's own judges (:mod:`retrainer.canary`): ``A/B fixed`` (the old controller: a
@@ -57,7 +58,7 @@ from services.datasets.protocol import normalise_query, query_id
 from services.decisions import ArmStats, InterleavingStats
 from services.encoding.versions import VersionEncoders
 from services.evaluation.heldout import HeldOutEvaluator, HeldOutSet
-from services.evaluation.metrics import evaluate_runs
+from services.evaluation.metrics import condensed, evaluate_runs
 from services.indexing import bootstrap_home, index_products
 from services.interleaving import TEAM_A, team_draft
 from services.registry import ModelRegistry
@@ -78,8 +79,11 @@ ONLINE = {
     "interleaving sequential": ("interleaving", "sequential"),
 }
 OFFLINE = {
-    "gate superiority (old)": GatePolicy(heldout_rule="superiority"),
-    "gate non-inferiority": GatePolicy(heldout_rule="non_inferiority"),
+    "gate superiority (old)": GatePolicy(heldout_rule="superiority", judged_only=False),
+    "gate non-inferiority": GatePolicy(heldout_rule="non_inferiority", judged_only=False),
+    "gate non-inferiority, judged only": GatePolicy(
+        heldout_rule="non_inferiority", judged_only=True
+    ),
 }
 
 
@@ -99,6 +103,8 @@ class Config:
     worse_examples: int = 1000
     mode: SearchMode = "hybrid"
     seed: int = 7
+    online: bool = True
+    offline: bool = True
 
 
 @dataclass
@@ -122,8 +128,27 @@ class Tally:
 # ----------------------------------------------------------------------------- set-up
 
 
+def existing_models(settings: Settings) -> dict[str, str] | None:
+    """The roles of a home this benchmark built before (``--home`` kept), if complete."""
+    registry = ModelRegistry(settings.registry_dir)
+    production = registry.pointers().production
+    if production is None:
+        return None
+    roles = {"v1": production}
+    for version in registry.versions():
+        source = registry.card(version).source
+        if source.startswith("decisions:"):
+            roles[source.removeprefix("decisions:")] = version
+    return roles if len(roles) == 4 else None
+
+
 def build_models(settings: Settings, pool: IntentPool, cfg: Config) -> dict[str, str]:
-    """Register v1 and the three trained versions, each indexed; returns role -> version."""
+    """Register v1 and the three trained versions, each indexed; returns role -> version.
+    A home that already holds them (``--home`` of an earlier run) is reused."""
+    found = existing_models(settings)
+    if found is not None:
+        logger.info("reusing the models of %s: %s", settings.home, found)
+        return found
     labelled = pool.labelled
     v1 = bootstrap_home(settings, labelled.products, actor="benchmark")
     never = frozenset(normalise_query(i.text) for i in pool.heldout)
@@ -285,9 +310,18 @@ def offline_trial(
     qrels = {q: g for q, g in data.heldout_qrels.items() if q in runs[PRODUCTION]}
     if not qrels:
         return dict.fromkeys(OFFLINE, False)
-    report = evaluate_runs(qrels, runs, baseline=PRODUCTION)
+    reports = {
+        judged_only: evaluate_runs(
+            qrels,
+            {k: condensed(qrels, r) for k, r in runs.items()} if judged_only else runs,
+            baseline=PRODUCTION,
+        )
+        for judged_only in (False, True)
+    }
     return {
-        name: heldout_check(report, policy, production=production, candidate=candidate).passed
+        name: heldout_check(
+            reports[policy.judged_only], policy, production=production, candidate=candidate
+        ).passed
         for name, policy in OFFLINE.items()
     }
 
@@ -361,7 +395,7 @@ def run(cfg: Config, home: Path) -> dict[str, Any]:
     timings["truth"] = time.perf_counter() - started - timings["models"]
     behaviour = ShopperBehaviour(settings.simulator, pool.max_grade)
     tallies: dict[str, dict[str, Tally]] = {}
-    for name, (kind, test_kind) in ONLINE.items():
+    for name, (kind, test_kind) in ONLINE.items() if cfg.online else ():
         if test_kind == "fixed":  # the controller's old defaults
             policy = CanaryPolicy(
                 judge=kind, test="fixed", require_better=False, margin=0.01, min_lists_per_arm=200
@@ -395,7 +429,7 @@ def run(cfg: Config, home: Path) -> dict[str, Any]:
     )
     for name in OFFLINE:
         tallies[name] = {pair: Tally() for pair in PAIRS}
-    for pair in PAIRS:
+    for pair in PAIRS if cfg.offline else ():
         for trial in range(cfg.offline_trials):
             verdicts = offline_trial(
                 pairs[pair], shoppers, evaluator, cfg, scratch, trial, settings
@@ -524,9 +558,14 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Config, argparse.Namespace]:
     parser.add_argument("--slight-examples", type=int, default=d.slight_examples)
     parser.add_argument("--worse-examples", type=int, default=d.worse_examples)
     parser.add_argument("--seed", type=int, default=d.seed)
+    parser.add_argument(
+        "--signals", default="online,offline", help="which signals to run: online, offline"
+    )
     parser.add_argument("--quick", action="store_true", help="generated catalog, tiny sizes")
     parser.add_argument("--out", type=Path, default=Path("reports/decisions"))
-    parser.add_argument("--home", type=Path, default=None, help="keep this FLYWHEEL_HOME")
+    parser.add_argument(
+        "--home", type=Path, default=None, help="keep this FLYWHEEL_HOME (and reuse its models)"
+    )
     args = parser.parse_args(argv)
     if args.quick:
         cfg = Config(
@@ -554,6 +593,8 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Config, argparse.Namespace]:
             slight_examples=args.slight_examples,
             worse_examples=args.worse_examples,
             seed=args.seed,
+            online="online" in args.signals,
+            offline="offline" in args.signals,
         )
     return cfg, args
 

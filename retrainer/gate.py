@@ -3,8 +3,10 @@
 Three checks, each recorded with its figures (:class:`services.decisions.GateCheck`):
 
 * ``heldout``: click-judged held-out queries (hash-held-out, never trained on), pooled from
-  every list served under them. By default a do-no-harm rule, non-inferiority: the one-sided
-  lower bound of the paired candidate - production difference must exceed ``-margin``.
+  every list served under them, scored on condensed lists (judged products only, Sakai 2007)
+  so that products production never showed do not count against the candidate. By default a
+  do-no-harm rule, non-inferiority: the one-sided lower bound of the paired candidate -
+  production difference must exceed ``-margin``.
   Demanding a significant gain here (``heldout_rule = superiority``, the old rule) rejects
   better candidates: click judgments know only what production showed, so they favour the
   incumbent (benchmarks/decisions.py measures how often).

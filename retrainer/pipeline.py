@@ -285,7 +285,9 @@ def _gate(
             rrf_k=settings.search.rrf_k,
         )
         heldout = evaluator.report(
-            {role: (models[role][0], mode) for role in models}, baseline=PRODUCTION
+            {role: (models[role][0], mode) for role in models},
+            baseline=PRODUCTION,
+            judged_only=policy.judged_only,
         )
     checks = [heldout_check(heldout, policy, production=production[0], candidate=candidate[0])]
     spec = guard_spec(settings)

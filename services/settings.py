@@ -176,6 +176,12 @@ class GatePolicy(BaseModel):
     margin: float = Field(
         default=0.01, ge=0, description="Largest held-out nDCG@10 loss non-inferiority allows."
     )
+    judged_only: bool = Field(
+        default=True,
+        description="Score the held-out queries on condensed lists (judged products only; "
+        "Sakai, 2007): click judgments cover only what was shown, and an unjudged product "
+        "would count against the candidate that ranks it.",
+    )
     confidence: float = Field(
         default=0.95, gt=0.5, lt=1, description="Level of the one-sided lower bound."
     )

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from services.datasets.base import LabelledSet, Qrels
 from services.encoding.base import SpladeEncoder
 from services.errors import DatasetError
-from services.evaluation.metrics import DEFAULT_METRICS, Run, evaluate_runs
+from services.evaluation.metrics import DEFAULT_METRICS, Run, condensed, evaluate_runs
 from services.evaluation.report import EvalReport
 from services.evaluation.runner import rank
 from services.evaluation.systems import LIMIT, hits_to_run
@@ -151,10 +151,14 @@ class HeldOutEvaluator:
         alpha: float = 0.05,
         metrics: Sequence[str] = DEFAULT_METRICS,
         dataset: str | None = None,
+        judged_only: bool = False,
     ) -> EvalReport:
         """Metrics of named systems, each a (version, mode), with paired tests against
-        ``baseline`` (default: the first system)."""
+        ``baseline`` (default: the first system); ``judged_only`` scores condensed lists
+        (:func:`services.evaluation.metrics.condensed`)."""
         runs = {name: self.run(version, mode) for name, (version, mode) in systems.items()}
+        if judged_only:
+            runs = {name: condensed(self.heldout.qrels, run) for name, run in runs.items()}
         return evaluate_runs(
             self.heldout.qrels,
             runs,

@@ -68,6 +68,21 @@ def comparable_run(qrels: Qrels, run: Mapping[str, Mapping[str, float]]) -> Run:
     return out
 
 
+def condensed(qrels: Qrels, run: Mapping[str, Mapping[str, float]]) -> Run:
+    """``run`` with every unjudged product removed, ranks closing up (a condensed list; Sakai,
+    2007, "Alternatives to Bpref", SIGIR).
+
+    With incomplete judgments, such as clicks on what one ranker showed, an unjudged product
+    counts as irrelevant and costs a system that ranks it: the one that did not produce the
+    judgments pays for every product the other never showed. On condensed lists each system is
+    scored only on the order it gives the products that were judged.
+    """
+    return {
+        qid: {doc: score for doc, score in run.get(qid, {}).items() if doc in judged}
+        for qid, judged in qrels.items()
+    }
+
+
 def _p_value(value: Any, control: Sequence[float], treatment: Sequence[float]) -> float:
     p = float(value)
     if math.isnan(p):  # ttest_rel on zero differences: no evidence of any difference

@@ -18,7 +18,7 @@ from retrainer.gate import (
 )
 from retrainer.report import write_report
 from services.decisions import GateDecision
-from services.evaluation.metrics import evaluate_runs
+from services.evaluation.metrics import condensed, evaluate_runs
 from services.evaluation.report import EvalReport
 from services.settings import GatePolicy
 from services.snapshots import Snapshot
@@ -181,3 +181,29 @@ def test_feedback_never_trains_on_heldout_queries(tmp_path: Path) -> None:
 def test_extreme_fractions(fraction: float) -> None:
     share = sum(is_heldout(f"q{i}", fraction) for i in range(1000)) / 1000
     assert abs(share - fraction) < 0.01
+
+
+def test_condensed_lists_do_not_charge_the_candidate_for_what_production_never_showed() -> None:
+    # Clicks judged only what production showed: "good" (clicked) and "bad" (skipped). The
+    # candidate puts a product production never showed first, then the same order.
+    qrels = {f"q{i}": {"good": 1, "bad": 0} for i in range(40)}
+    runs = {
+        PRODUCTION: {q: {"good": 2.0, "bad": 1.0} for q in qrels},
+        CANDIDATE: {q: {"unseen": 3.0, "good": 2.0, "bad": 1.0} for q in qrels},
+    }
+    full = evaluate_runs(qrels, runs, baseline=PRODUCTION)
+    judged = evaluate_runs(
+        qrels, {k: condensed(qrels, r) for k, r in runs.items()}, baseline=PRODUCTION
+    )
+    policy = GatePolicy()
+    assert not heldout_check(full, policy, production="v1", candidate="v2").passed
+    check = heldout_check(judged, policy, production="v1", candidate="v2")
+    assert check.passed and check.difference == 0
+    # A candidate that mis-orders what was judged still fails on condensed lists.
+    flipped = {q: {"unseen": 3.0, "bad": 2.0, "good": 1.0} for q in qrels}
+    worse = evaluate_runs(
+        qrels,
+        {PRODUCTION: runs[PRODUCTION], CANDIDATE: condensed(qrels, flipped)},
+        baseline=PRODUCTION,
+    )
+    assert not heldout_check(worse, policy, production="v1", candidate="v2").passed
