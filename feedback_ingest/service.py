@@ -22,6 +22,7 @@ from feedback_ingest.store import (
     write_snapshot,
 )
 from services.metrics import (
+    INGEST_STORE_FAILURES,
     INTERLEAVING_LISTS,
     ONLINE_ADD_TO_CART,
     ONLINE_ADD_TO_CART_INTERVAL,
@@ -109,6 +110,56 @@ def publish_online_metrics(store: EventStore, settings: Settings) -> None:
             ).set(count)
 
 
+class _StoreRetry:
+    """Backs off after the store refused a batch; after ``ingest.store_retries`` refusals in a
+    row it raises, so the process exits non-zero: an ingest that stores nothing must not look
+    alive (``flywheel_ingest_store_failures_total`` and the last-commit gauge show it)."""
+
+    def __init__(self, settings: Settings, stop: threading.Event) -> None:
+        self.settings = settings
+        self.stop = stop
+        self.failures = 0
+
+    def failed(self, exc: StoreError) -> None:
+        cfg, path = self.settings.ingest, self.settings.store_path
+        self.failures += 1
+        INGEST_STORE_FAILURES.inc()
+        if self.failures > cfg.store_retries:
+            logger.error(
+                "giving up: the event store %s refused %d batches in a row (last: %s). Check "
+                "the disk (df -h %s) and the DuckDB file, then restart `flywheel ingest`; "
+                "nothing was skipped, it resumes from the stored offsets.",
+                path,
+                self.failures,
+                exc,
+                path.parent,
+            )
+            raise StoreError(
+                f"the event store refused {self.failures} batches in a row; see the log above"
+            ) from exc
+        wait = min(cfg.store_retry_max_s, cfg.store_retry_initial_s * 2 ** (self.failures - 1))
+        logger.warning(
+            "store failure %d of %d allowed; retrying in %.1f s",
+            self.failures,
+            cfg.store_retries,
+            wait,
+        )
+        self.stop.wait(wait)
+
+
+def _stop_on_signals(stop: threading.Event) -> None:
+    """SIGTERM and SIGINT let the current batch finish, then stop (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def _on_signal(signum: int, _frame: FrameType | None) -> None:
+        logger.info("%s: finishing the current batch", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+
+
 def run_ingest(
     settings: Settings,
     *,
@@ -121,30 +172,25 @@ def run_ingest(
     cfg = settings.ingest
     stop = stop or threading.Event()
     store = EventStore(store_path(settings), cfg.store)
-    if threading.current_thread() is threading.main_thread():
-
-        def _on_signal(signum: int, _frame: FrameType | None) -> None:
-            logger.info("%s: finishing the current batch", signal.Signals(signum).name)
-            stop.set()
-
-        signal.signal(signal.SIGTERM, _on_signal)
-        signal.signal(signal.SIGINT, _on_signal)
+    _stop_on_signals(stop)
     if cfg.metrics_port:
         start_http_server(cfg.metrics_port, addr=cfg.metrics_host)
-    ingestor = Ingestor(settings.kafka, store, bootstrap)
+    ingestor = Ingestor(settings.kafka, store, bootstrap, metadata_refresh_s=cfg.metadata_refresh_s)
     exports = exports_dir(settings)
     request = exports / SNAPSHOT_REQUEST
     last_snapshot = last_metrics = last_record = time.monotonic()
     changed = False
     window = cfg.store.derived.attribution_window_s
+    retry = _StoreRetry(settings, stop)
     try:
         ingestor.start()
         while not stop.is_set():
             try:
                 stats = ingestor.poll_batch(cfg.poll_timeout_ms)
-            except StoreError:
-                stop.wait(1.0)
+            except StoreError as exc:
+                retry.failed(exc)
                 continue
+            retry.failures = 0
             now = time.monotonic()
             if stats.records:
                 logger.debug("batch: %s", stats)

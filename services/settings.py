@@ -138,6 +138,21 @@ class IngestSettings(BaseModel):
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(default=9464, ge=0, le=65535, description="0 turns /metrics off.")
     store: StoreSettings = Field(default_factory=StoreSettings)
+    store_retries: int = Field(
+        default=5,
+        ge=0,
+        description="A batch the store refuses this many times in a row (disk full, database "
+        "invalidated) makes the ingest exit non-zero, so it is restarted and alerted on.",
+    )
+    store_retry_initial_s: float = Field(
+        default=1.0, gt=0, description="First wait before re-trying a refused batch; doubles."
+    )
+    store_retry_max_s: float = Field(default=30.0, gt=0, description="Longest wait between tries.")
+    metadata_refresh_s: float = Field(
+        default=30.0,
+        ge=1,
+        description="How often the ingest looks for partitions added to the events topic.",
+    )
 
 
 class TrainSettings(BaseModel):

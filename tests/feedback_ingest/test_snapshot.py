@@ -48,7 +48,7 @@ def test_snapshot_files_manifest_and_pointer(store: EventStore, tmp_path: Path) 
     assert rows["online_metrics"] == 2
     assert manifest["next_offsets"] == {"flywheel.events": {"0": 12, "1": 6}}
     assert manifest["max_source_offsets"] == {"0": 11, "1": 5}
-    assert manifest["schema_version"] == 6
+    assert manifest["schema_version"] == 7
     assert manifest["data_window"]["first_query_ts"] == "2024-05-01T10:00:00+00:00"
     assert manifest["propensity_method"] == "fallback"
 
