@@ -60,26 +60,26 @@ def record_gaps(
                     gap.records_lost,
                     gap.resumed_at,
                 ],
-            )
+            ).fetchall()
             con.execute(
                 "INSERT INTO consumer_offsets VALUES (?, ?, ?, now()) "
                 "ON CONFLICT (topic, partition) DO UPDATE "
                 "SET next_offset = excluded.next_offset, updated_at = excluded.updated_at",
                 [gap.topic, gap.partition, gap.resumed_at],
-            )
+            ).fetchall()
         if topic_id is not None:
             con.execute(
                 "INSERT INTO topic_ids VALUES (?, ?, now()) ON CONFLICT (topic) DO UPDATE "
                 "SET topic_id = excluded.topic_id, seen_at = excluded.seen_at",
                 list(topic_id),
-            )
+            ).fetchall()
 
 
 def stored_topic_id(store: EventStore, topic: str) -> str | None:
     """The id ``topic`` had when the stored offsets were written (None: not known yet)."""
     with store.transaction() as con:
-        row = con.execute("SELECT topic_id FROM topic_ids WHERE topic = ?", [topic]).fetchone()
-    return str(row[0]) if row else None
+        rows = con.execute("SELECT topic_id FROM topic_ids WHERE topic = ?", [topic]).fetchall()
+    return str(rows[0][0]) if rows else None
 
 
 def offset_gaps(store: EventStore, topic: str | None = None) -> list[OffsetGap]:

@@ -8,6 +8,7 @@ by its primary key (``ON CONFLICT DO NOTHING``) and counted as a duplicate.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -138,10 +139,12 @@ class EventStore:
         self, tables: dict[str, pa.Table | None], offsets: Mapping[tuple[str, int], int]
     ) -> dict[str, int]:
         present = [name for name, table in tables.items() if table is not None]
-        for name in present:
-            self.con.register(f"batch_{name}", tables[name])
         try:
+            # Registered inside the transaction: BEGIN closes any result a reader of
+            # ``con`` left open, which would make register() fail.
             with self.transaction() as con:
+                for name in present:
+                    con.register(f"batch_{name}", tables[name])
                 counts = {
                     name: self._insert(con, name) if name in present else 0 for name in tables
                 }
@@ -151,9 +154,13 @@ class EventStore:
         except duckdb.Error as exc:
             raise self._failed(tables, exc) from exc
         finally:
-            for name in present:
-                self.con.unregister(f"batch_{name}")
+            self._unregister(present)
         return counts
+
+    def _unregister(self, names: list[str]) -> None:
+        for name in names:
+            with contextlib.suppress(duckdb.Error):  # never registered, or the store is gone
+                self.con.unregister(f"batch_{name}")
 
     def _probe(self, tables: dict[str, pa.Table | None]) -> dict[str, dict[int, str]]:
         """Insert each row alone, rolled back, and return those DuckDB refuses (index → why).
@@ -164,15 +171,15 @@ class EventStore:
         for name, table in tables.items():
             for index in range(0 if table is None else table.num_rows):
                 assert table is not None
-                self.con.register(f"batch_{name}", table.slice(index, 1))
                 self.con.execute("BEGIN TRANSACTION")
+                self.con.register(f"batch_{name}", table.slice(index, 1))
                 try:
                     self._insert(self.con, name)
                 except _ROW_ERRORS as exc:
                     refused.setdefault(name, {})[index] = f"row not storable: {exc}"
                 finally:
                     self.con.execute("ROLLBACK")
-                    self.con.unregister(f"batch_{name}")
+                    self._unregister([name])
         return refused
 
     def _failed(self, tables: dict[str, pa.Table | None], exc: BaseException | None) -> StoreError:
@@ -214,8 +221,8 @@ class EventStore:
         row = con.execute(
             f"INSERT INTO {name} BY NAME SELECT * FROM batch_{name} "
             f"ON CONFLICT ({_KEYS[name]}) DO NOTHING"
-        ).fetchone()
-        return int(row[0]) if row else 0
+        ).fetchall()
+        return int(row[0][0]) if row else 0
 
     @staticmethod
     def _upsert_offsets(

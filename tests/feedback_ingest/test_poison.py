@@ -91,7 +91,9 @@ def poison_batch() -> tuple[list[Sourced[QueryEvent]], list[Sourced[InteractionE
     good_i = act("q1", "click", "p1", 1)
     hover = good_i.model_copy(update={"event_id": "x1", "action_name": "hover"})
     position0 = good_i.model_copy(update={"event_id": "x2", "position": 0})
-    queries = [Sourced(e, 0, n, TOPIC, b"raw") for n, e in enumerate([good_q, huge_page, surrogate])]
+    queries = [
+        Sourced(e, 0, n, TOPIC, b"raw") for n, e in enumerate([good_q, huge_page, surrogate])
+    ]
     interactions = [
         Sourced(e, 0, 3 + n, TOPIC, b"raw") for n, e in enumerate([good_i, hover, position0])
     ]
