@@ -122,7 +122,21 @@ class ServerSettings(BaseModel):
     )
     registry_poll_s: float = Field(default=5.0, gt=0)
     events_ack_timeout_s: float = Field(
-        default=2.0, ge=0, description="How long POST /events waits for the bus to acknowledge."
+        default=2.0,
+        ge=0,
+        description="How long POST /events waits for Kafka's acknowledgement once its events "
+        "are in the durable spool (not at all while Kafka is unreachable).",
+    )
+    events_workers: int = Field(
+        default=8,
+        ge=1,
+        description="Threads POST /events may occupy waiting for the spool and Kafka (its own "
+        "pool: health probes and searches never queue behind it).",
+    )
+    max_body_bytes: int = Field(
+        default=1024 * 1024,
+        ge=1024,
+        description="Larger request bodies get 413 before they are parsed.",
     )
     cors_origins: list[str] = Field(default_factory=list)
 
@@ -363,6 +377,11 @@ class Settings(BaseSettings):
     def store_path(self) -> Path:
         """The DuckDB event store (feedback_ingest is its only writer)."""
         return self.home / "events.duckdb"
+
+    @property
+    def spool_dir(self) -> Path:
+        """encoder_server's durable event spool (one per server process and home)."""
+        return self.home / "spool"
 
     @property
     def catalog_dir(self) -> Path:
