@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -287,15 +288,15 @@ class _Batch:
     def count(self, result: BatchResult) -> None:
         """Export what the batch did (events refused by the store count as rejected)."""
         refused = {(d.partition, d.offset) for d in result.refused}
-        EVENTS_INGESTED.labels(action="query").inc(
-            sum((q.partition, q.offset) not in refused for q in self.queries)
+        actions = Counter(
+            e.event.action_name for e in self.interactions if (e.partition, e.offset) not in refused
         )
-        for inter in self.interactions:
-            if (inter.partition, inter.offset) not in refused:
-                EVENTS_INGESTED.labels(action=inter.event.action_name).inc()
+        actions["query"] = sum((q.partition, q.offset) not in refused for q in self.queries)
+        for action, n in actions.items():  # one labels() per action, not per event
+            EVENTS_INGESTED.labels(action=action).inc(n)
         EVENTS_DUPLICATE.inc(result.duplicates)
-        for letter in [*self.letters, *result.refused]:
-            EVENTS_REJECTED.labels(reason=letter.reason_code).inc()
+        for reason, n in Counter(d.reason_code for d in [*self.letters, *result.refused]).items():
+            EVENTS_REJECTED.labels(reason=reason).inc(n)
 
 
 def _letter(record: ConsumerRecord, code: str, reason: str) -> DeadLetter:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -96,7 +97,8 @@ class QueryEvent(BaseModel):
 
 
 def _check_depth(value: object, limit: int) -> None:
-    """Raise ValueError when ``value`` nests deeper than ``limit`` (iterative: no recursion)."""
+    """Raise ValueError when ``value`` nests deeper than ``limit`` (iterative: no recursion)
+    or holds a number JSON cannot (the parser accepts NaN; RFC 8259 does not)."""
     stack: list[tuple[object, int]] = [(value, 1)]
     while stack:
         item, depth = stack.pop()
@@ -104,6 +106,8 @@ def _check_depth(value: object, limit: int) -> None:
             item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
         )
         for child in children:
+            if isinstance(child, float) and not math.isfinite(child):
+                raise ValueError("NaN and infinity are not JSON numbers")
             if isinstance(child, dict | list):
                 if depth + 1 > limit:
                     raise ValueError(f"nested deeper than {limit} levels")
@@ -176,6 +180,8 @@ class MalformedEventError(ValueError):
 def _reason(exc: ValidationError) -> MalformedEventError:
     errors = exc.errors()
     first = errors[0]
+    if first["type"] in ("json_invalid", "json_type", "dict_type"):
+        return MalformedEventError("bad_json", f"not a JSON object: {first['msg']}")
     field = ".".join(str(p) for p in first["loc"])
     text = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'event'}: {e['msg']}" for e in errors)
     if any(e["loc"][-1:] == ("action_name",) for e in errors):
@@ -198,19 +204,17 @@ def validate_event(data: object) -> QueryEvent | InteractionEvent:
 def parse_event(raw: bytes) -> QueryEvent | InteractionEvent:
     """Decode and validate one Kafka message value; raises :class:`MalformedEventError`.
 
-    orjson (RFC 8259, strict) refuses what the standard library would pass on or crash on:
-    invalid UTF-8, lone surrogates, NaN and integers beyond 64 bits, and nesting deeper than
-    1,024 levels (``json.loads`` raises RecursionError there, which is not a ValueError).
+    pydantic-core parses the bytes itself (strict RFC 8259 JSON, one pass, no intermediate
+    dict): invalid UTF-8, lone surrogates and nesting deeper than its recursion limit are
+    refused as ``bad_json`` (``json.loads`` raised RecursionError on deep nesting, which
+    stopped the partition).
     """
     if len(raw) > MAX_EVENT_BYTES:
         raise MalformedEventError("oversized", f"{len(raw)} bytes > limit {MAX_EVENT_BYTES}")
     try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise MalformedEventError("bad_json", f"not JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise MalformedEventError("bad_json", f"expected a JSON object, got {type(data).__name__}")
-    return validate_event(data)
+        return _EVENT.validate_json(raw)
+    except ValidationError as exc:
+        raise _reason(exc) from None
 
 
 def event_key(event: QueryEvent | InteractionEvent) -> bytes:

@@ -235,6 +235,8 @@ class PendingBatch:
     interactions: list[Sourced[InteractionEvent]]
     letters: list[DeadLetter]
     refused: list[DeadLetter] = field(default_factory=list)
+    built: dict[str, pa.Table | None] | None = None
+    """The event tables as last built (None after :meth:`refuse` changed the rows)."""
 
     @classmethod
     def of(
@@ -244,23 +246,30 @@ class PendingBatch:
         letters: Sequence[DeadLetter],
     ) -> PendingBatch:
         """Unwrap the events and refuse at once those whose Arrow rows cannot be built."""
-        _, q_ok, q_bad = build_each(query_table, _unwrap(queries))
-        _, i_ok, i_bad = build_each(interaction_table, _unwrap(interactions))
+        q_table, q_ok, q_bad = build_each(query_table, _unwrap(queries))
+        i_table, i_ok, i_bad = build_each(interaction_table, _unwrap(interactions))
         refused = [refused_letter(q, why) for q, why in q_bad]
         refused += [refused_letter(i, why) for i, why in i_bad]
-        return cls(q_ok, i_ok, list(letters), refused)
+        return cls(
+            q_ok, i_ok, list(letters), refused, {"queries": q_table, "interactions": i_table}
+        )
 
     def tables(self, max_raw_bytes: int) -> dict[str, pa.Table | None]:
         """Arrow tables per target table (None when empty); refused records are letters."""
         letters = self.letters + self.refused
-        return {
+        built = self.built or {
             "queries": query_table(self.queries) if self.queries else None,
             "interactions": interaction_table(self.interactions) if self.interactions else None,
+        }
+        self.built = built
+        return {
+            **built,
             "dead_letters": dead_letter_table(letters, max_raw_bytes) if letters else None,
         }
 
     def refuse(self, table: str, rows: dict[int, str]) -> None:
         """Move ``rows`` (index → why) of ``table`` out of the batch, into the dead letters."""
+        self.built = None
         if table == "queries":
             self.refused += [refused_letter(self.queries[i], why) for i, why in rows.items()]
             self.queries = [q for i, q in enumerate(self.queries) if i not in rows]

@@ -103,7 +103,17 @@ class ConsumerSettings(BaseModel):
     auto_offset_reset: Literal["earliest", "latest"] = Field(
         default="earliest", description="Where a partition with no stored offset starts."
     )
-    max_poll_records: int = Field(default=500, ge=1)
+    max_poll_records: int = Field(
+        default=5_000,
+        ge=1,
+        description="Records per poll batch, i.e. per DuckDB transaction (benchmarks/ingest.py).",
+    )
+    check_crcs: bool = Field(
+        default=False,
+        description="Re-check each record batch's CRC-32C in the consumer. kafka-python does "
+        "it in pure Python (about half the ingest's time); the broker checked it on produce "
+        "and TCP checks the transfer.",
+    )
     max_poll_interval_ms: int = Field(default=6_000, ge=1_000)
     session_timeout_ms: int = Field(
         default=6_000, ge=1_000, description="A group join on tansu takes about half of this."
