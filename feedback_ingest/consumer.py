@@ -18,6 +18,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import orjson
@@ -64,6 +65,8 @@ class BatchStats:
     inserted: int = 0
     duplicates: int = 0
     dead_letters: int = 0
+    committed: bool = False
+    """A batch was written: the store works (an empty poll says nothing about it)."""
 
 
 class Ingestor:
@@ -86,6 +89,8 @@ class Ingestor:
         self._range: LogRange | None = None
         self._lag_checked = 0.0
         self._metadata_checked = 0.0
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-writer")
+        self._pending: tuple[Future[BatchResult], _Batch] | None = None
 
     def start(self) -> None:
         """Connect, assign every partition and seek each to its stored offset."""
@@ -146,47 +151,73 @@ class Ingestor:
                 consumer.seek_to_beginning(tp)
 
     def poll_batch(self, timeout_ms: int = 1000) -> BatchStats:
-        """Poll once and store what came, atomically with the next offsets."""
+        """Poll once, decode, and hand the batch to the writer thread, which stores it with
+        the next offsets in one transaction; return what the previous batch's write stored.
+
+        Writing batch N (DuckDB releases the GIL) overlaps polling and decoding batch N+1;
+        batches still commit one at a time and in order, so a crash re-reads exactly what was
+        not committed. Anything that moves offsets (gaps, new partitions) first waits for the
+        write in flight. Raises StoreError from the previous write, after rewinding.
+        """
         consumer = self._require()
         if time.monotonic() - self._metadata_checked >= self.metadata_refresh_s:
+            done = self.flush()
             self._refresh_partitions()
+            return done
         try:
             polled = consumer.poll(timeout_ms=timeout_ms)
         except OffsetOutOfRangeError as exc:  # a real Kafka says so; tansu answers empty
+            done = self.flush()
             self._log_range().out_of_range(exc.args[0] if exc.args else {})
-            return BatchStats()
-        # Records of a partition whose log turned out to be another (or shorter) one are
-        # dropped here and re-read from the log start: their offsets must not be stored.
-        polled = self._log_range().check_after_poll(polled)
-        self._update_lag()
-        if not polled:
-            return BatchStats()
+            return done
         batch = _Batch()
         for records in polled.values():
             for record in records:
                 batch.add(record, self._decode)
-        # The dead-letter topic is at-least-once (flushed before the commit); the table is
-        # exactly-once with the batch.
-        self._publish_dead_letters(batch.letters)
-        started = time.perf_counter()
+        done = self.flush()
+        # Records of a partition whose log turned out to be another (or shorter) one are
+        # dropped here and re-read from the log start: their offsets must not be stored.
+        kept = self._log_range().check_after_poll(polled)
+        batch.drop({tp.partition for tp in polled if tp not in kept})
+        self._update_lag()
+        if batch.records:
+            # The dead-letter topic is at-least-once (flushed before the commit); the table
+            # is exactly-once with the batch.
+            self._publish_dead_letters(batch.letters)
+            self._pending = (self._writer.submit(self._write, batch), batch)
+        return done
+
+    def flush(self) -> BatchStats:
+        """Wait for the batch being written, export what it did and return it (empty when
+        none). Raises StoreError when it was not stored, after seeking back to the stored
+        offsets, so everything after the last commit is read again."""
+        if self._pending is None:
+            return BatchStats()
+        future, batch = self._pending
+        self._pending = None
         try:
-            result = self.store.write_batch(
-                batch.queries, batch.interactions, batch.letters, batch.offsets
-            )
+            result = future.result()
         except StoreError:
             logger.exception("batch not stored; re-reading it from the stored offsets")
             self._rewind()
             raise
-        INGEST_COMMIT_SECONDS.observe(time.perf_counter() - started)
-        INGEST_LAST_COMMIT.set(time.time())
         # Rows the store refused are known only now: their topic copy is sent after the
         # commit (a crash in between loses that copy; the table has them).
         self._publish_dead_letters(list(result.refused))
-        records_count = sum(len(r) for r in polled.values())
-        INGEST_BATCH_SIZE.observe(records_count)
+        INGEST_BATCH_SIZE.observe(batch.records)
         batch.count(result)
         letters = len(batch.letters) + len(result.refused)
-        return BatchStats(records_count, result.inserted, result.duplicates, letters)
+        return BatchStats(batch.records, result.inserted, result.duplicates, letters, True)
+
+    def _write(self, batch: _Batch) -> BatchResult:
+        """The writer thread: one transaction for the batch and its offsets."""
+        started = time.perf_counter()
+        result = self.store.write_batch(
+            batch.queries, batch.interactions, batch.letters, batch.offsets
+        )
+        INGEST_COMMIT_SECONDS.observe(time.perf_counter() - started)
+        INGEST_LAST_COMMIT.set(time.time())
+        return result
 
     def _decode(self, record: ConsumerRecord) -> QueryEvent | InteractionEvent:
         raw = record.value
@@ -250,7 +281,13 @@ class Ingestor:
         return self._range
 
     def close(self) -> None:
-        """Close the Kafka clients (the store is the caller's)."""
+        """Finish the batch being written, then close the Kafka clients (the store is the
+        caller's)."""
+        try:
+            self.flush()
+        except StoreError:
+            logger.warning("the last batch was not stored; the next start re-reads it")
+        self._writer.shutdown(wait=True)
         if self._consumer is not None:
             self._consumer.close()
         if self._dlq is not None:
@@ -265,9 +302,11 @@ class _Batch:
     interactions: list[Sourced[InteractionEvent]] = field(default_factory=list)
     letters: list[DeadLetter] = field(default_factory=list)
     offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+    records: int = 0
 
     def add(self, record: ConsumerRecord, decode: Callable[[ConsumerRecord], AnyEvent]) -> None:
         self.offsets[(record.topic, record.partition)] = record.offset + 1
+        self.records += 1
         try:
             event = decode(record)
         except MalformedEventError as exc:
@@ -285,10 +324,20 @@ class _Batch:
         else:
             self.interactions.append(Sourced(event, *where))
 
+    def drop(self, partitions: set[int]) -> None:
+        """Forget the records of ``partitions`` (they are read again from elsewhere)."""
+        if not partitions:
+            return
+        self.queries = [q for q in self.queries if q.partition not in partitions]
+        self.interactions = [i for i in self.interactions if i.partition not in partitions]
+        self.letters = [d for d in self.letters if d.partition not in partitions]
+        self.offsets = {k: v for k, v in self.offsets.items() if k[1] not in partitions}
+        self.records = len(self.queries) + len(self.interactions) + len(self.letters)
+
     def count(self, result: BatchResult) -> None:
         """Export what the batch did (events refused by the store count as rejected)."""
         refused = {(d.partition, d.offset) for d in result.refused}
-        actions = Counter(
+        actions: Counter[str] = Counter(
             e.event.action_name for e in self.interactions if (e.partition, e.offset) not in refused
         )
         actions["query"] = sum((q.partition, q.offset) not in refused for q in self.queries)

@@ -7,13 +7,15 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
+from typing import Any, TypeVar
 
 from prometheus_client import start_http_server
 
-from feedback_ingest.consumer import Ingestor
+from feedback_ingest.consumer import BatchStats, Ingestor
 from feedback_ingest.store import (
     EventStore,
     StoreError,
@@ -39,6 +41,8 @@ from services.settings import Settings
 logger = logging.getLogger(__name__)
 
 SNAPSHOT_REQUEST = ".snapshot-request"
+
+T = TypeVar("T")
 
 
 def store_path(settings: Settings) -> Path:
@@ -120,6 +124,18 @@ class _StoreRetry:
         self.stop = stop
         self.failures = 0
 
+    def attempt(self, step: Callable[..., T], *args: Any) -> T | None:
+        """``step(*args)``, or None after a StoreError (backed off, or raised when it was one
+        too many). Only a committed batch resets the count (see :class:`BatchStats`)."""
+        try:
+            result = step(*args)
+        except StoreError as exc:
+            self.failed(exc)
+            return None
+        if isinstance(result, BatchStats) and result.committed:
+            self.failures = 0
+        return result
+
     def failed(self, exc: StoreError) -> None:
         cfg, path = self.settings.ingest, self.settings.store_path
         self.failures += 1
@@ -185,12 +201,9 @@ def run_ingest(
     try:
         ingestor.start()
         while not stop.is_set():
-            try:
-                stats = ingestor.poll_batch(cfg.poll_timeout_ms)
-            except StoreError as exc:
-                retry.failed(exc)
+            stats = retry.attempt(ingestor.poll_batch, cfg.poll_timeout_ms)
+            if stats is None:
                 continue
-            retry.failures = 0
             now = time.monotonic()
             if stats.records:
                 logger.debug("batch: %s", stats)
@@ -199,20 +212,26 @@ def run_ingest(
             elif idle_exit_s is not None and now - last_record >= idle_exit_s:
                 logger.info("no events for %.0f s; exiting", idle_exit_s)
                 break
-            if request.exists() or now - last_snapshot >= cfg.snapshot_interval_s:
+            snapshot_due = request.exists() or now - last_snapshot >= cfg.snapshot_interval_s
+            metrics_due = now - last_metrics >= cfg.online_metrics_interval_s and (
+                # An idle ingest recomputes once more when the last lists' attribution
+                # windows have closed, then leaves the cores alone until events arrive.
+                changed or last_metrics < last_record + window <= now
+            )
+            # Readers of the store must see no batch half-way: finish the write in flight.
+            if (snapshot_due or metrics_due) and retry.attempt(ingestor.flush) is None:
+                continue
+            if snapshot_due:
                 folder = write_snapshot(store, exports, keep=cfg.store.keep_snapshots)
                 request.unlink(missing_ok=True)
                 logger.info("snapshot %s", folder.name)
                 last_snapshot = last_metrics = now
-            elif now - last_metrics >= cfg.online_metrics_interval_s and (
-                # An idle ingest recomputes once more when the last lists' attribution
-                # windows have closed, then leaves the cores alone until events arrive.
-                changed or last_metrics < last_record + window <= now
-            ):
+            elif metrics_due:
                 publish_online_metrics(store, settings)
                 last_metrics = now
                 changed = False
         # Leave derived tables (judgments, pairs, online metrics) current for readers.
+        ingestor.flush()
         publish_online_metrics(store, settings)
     finally:
         ingestor.close()
