@@ -57,6 +57,7 @@ def drain(ingestor: Ingestor, want: int, timeout_s: float = 30) -> int:
     deadline = time.monotonic() + timeout_s
     while seen < want and time.monotonic() < deadline:
         seen += ingestor.poll_batch(200).records
+        seen += ingestor.flush().records  # the writer thread is done with the store
     return seen
 
 
@@ -210,6 +211,7 @@ def test_a_recreated_topic_is_a_recorded_gap_and_new_partitions_are_read(
         deadline = time.monotonic() + 30
         while count(store, "interactions") < 120 and time.monotonic() < deadline:
             ingestor.poll_batch(200)
+            ingestor.flush()
     finally:
         ingestor.close()
         admin.close()
