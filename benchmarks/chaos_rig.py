@@ -1,5 +1,6 @@
-"""The processes of the chaos benchmark: a broker behind a cuttable proxy, `flywheel ingest`,
-`flywheel serve`, a shopper load that records what the server accepted, and a health prober.
+"""The processes of the chaos benchmark: a broker behind a cuttable proxy (the tests' proxy),
+`flywheel ingest`, `flywheel serve`, a shopper load that records what the server accepted, and
+a health prober.
 
 Every component is a real process talking over loopback; nothing here is a test double.
 """
@@ -10,7 +11,6 @@ import contextlib
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -36,41 +36,6 @@ print("ready", flush=True)
 stop.wait()
 broker.stop()
 """
-
-
-class CuttableProxy(DroppingProxy):
-    """A loopback proxy that can also refuse every connection for a while (an outage)."""
-
-    def __init__(self, listen_port: int, target_port: int) -> None:
-        self.down = False
-        super().__init__(listen_port, target_port)
-
-    def _accept(self) -> None:
-        while not self._closed:
-            try:
-                client, _ = self._server.accept()
-            except OSError:
-                return
-            if self.down:
-                client.close()
-                continue
-            try:
-                upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=5)
-            except OSError:
-                client.close()
-                continue
-            with self._lock:
-                self._conns += [client, upstream]
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-    def cut(self) -> None:
-        """Refuse new connections and reset the live ones."""
-        self.down = True
-        self.drop()
-
-    def restore(self) -> None:
-        self.down = False
 
 
 def _env(home: Path, bootstrap: str, **extra: str) -> dict[str, str]:
@@ -100,7 +65,7 @@ class Rig:
 
     def __post_init__(self) -> None:
         self.logs.mkdir(parents=True, exist_ok=True)
-        self.proxy = CuttableProxy(self.proxy_port, self.broker_port)
+        self.proxy = DroppingProxy(self.proxy_port, self.broker_port)
 
     @property
     def bootstrap(self) -> str:

@@ -7,7 +7,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal, Protocol
+from typing import Annotated, Any, Literal, Protocol, get_args
 
 import orjson
 from pydantic import (
@@ -156,16 +156,7 @@ RejectReason = Literal[
 
 ``unstorable``: it validated but its row could not be built or inserted (a bug in the bounds
 above, caught per record); ``internal_error``: anything else unexpected while decoding it."""
-REJECT_REASONS: tuple[RejectReason, ...] = (
-    "bad_json",
-    "oversized",
-    "unknown_type",
-    "unknown_action",
-    "missing_id",
-    "invalid_field",
-    "unstorable",
-    "internal_error",
-)
+REJECT_REASONS: tuple[RejectReason, ...] = get_args(RejectReason)
 
 
 class MalformedEventError(ValueError):
