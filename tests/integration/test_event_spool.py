@@ -103,3 +103,19 @@ def test_a_crashed_server_replays_its_spool_and_the_ingest_stores_each_event_onc
     assert count == distinct == 300  # replayed duplicates are stored once
     sent = read_topic(broker.bootstrap_servers, topics.events, want=10_000, timeout_s=3)
     assert len({json.dumps(e, sort_keys=True) for e in sent}) == 300
+
+
+def test_a_full_spool_and_a_closing_sink_refuse_instead_of_losing(tmp_path: Path) -> None:
+    cfg = settings(f"127.0.0.1:{free_port('127.0.0.1')}")  # Kafka down: nothing drains
+    cfg.spool.max_events = 50
+    sink = KafkaEventSink(cfg, tmp_path / "spool")
+    try:
+        assert len(sink.publish(clicks(40), timeout_s=0.1).pending) == 40
+        over = sink.publish(clicks(20, start=40), timeout_s=0.1)
+        assert (over.accepted, over.pending, len(over.refused)) == ([], [], 20)  # -> 503
+        assert sink.emit(clicks(1, start=99)[0]) is True
+        assert sink.backlog() == 41
+    finally:
+        sink.close(timeout_s=0.2)
+    late = sink.publish(clicks(1, start=100), timeout_s=0.1)
+    assert late.refused == ["e100"]  # a stopping server answers 503, never a 2xx it can't keep
