@@ -34,6 +34,7 @@ from typing import Any
 import duckdb
 import httpx
 from kafka import KafkaProducer
+from kafka.errors import KafkaError
 
 from benchmarks.chaos_fuzz import fuzz_records
 from benchmarks.chaos_rig import Prober, Rig, Shoppers
@@ -114,21 +115,32 @@ def restart_server_repeatedly(rig: Rig, plan: Plan, rng: random.Random) -> list[
     return downtime
 
 
-def fuzz(rig: Rig, count: int) -> dict[tuple[int, int], str]:
-    """Produce malformed records; return (partition, offset) → generator of each."""
-    producer = KafkaProducer(bootstrap_servers=rig.bootstrap, acks="all", linger_ms=10)
+def fuzz(rig: Rig, count: int) -> tuple[dict[tuple[int, int], str], int]:
+    """Produce malformed records; return (partition, offset) → generator of each record Kafka
+    acknowledged, and how many it did not (those never reached the ingest)."""
+    producer = KafkaProducer(
+        bootstrap_servers=rig.bootstrap, acks="all", linger_ms=10, max_request_size=4 << 20
+    )
     topic = KafkaSettings().topic
-    futures = [
-        (name, producer.send(topic, key=f"fz{i}".encode(), value=value))
-        for i, (name, value) in enumerate(fuzz_records(count))
-    ]
-    producer.flush()
-    placed = {}
-    for name, future in futures:
-        meta = future.get(timeout=30)
-        placed[(meta.partition, meta.offset)] = name
+    placed: dict[tuple[int, int], str] = {}
+    failed = 0
+    records = fuzz_records(count)
+    for start in range(0, len(records), 500):  # chunks: a loaded broker never times out
+        chunk = records[start : start + 500]
+        futures = [
+            (name, producer.send(topic, key=f"fz{start + i}".encode(), value=value))
+            for i, (name, value) in enumerate(chunk)
+        ]
+        producer.flush()
+        for name, future in futures:
+            try:
+                meta = future.get(timeout=60)
+            except KafkaError:
+                failed += 1
+                continue
+            placed[(meta.partition, meta.offset)] = name
     producer.close()
-    return placed
+    return placed, failed
 
 
 def outage(rig: Rig, shoppers: Shoppers, prober: Prober, plan: Plan) -> None:
@@ -231,7 +243,7 @@ def run(plan: Plan, workdir: Path) -> dict[str, Any]:
         shoppers.phase = prober.phase = "server_restarts"
         figures["server_restart_s"] = restart_server_repeatedly(rig, plan, rng)
         shoppers.phase = prober.phase = "fuzz"
-        placed = fuzz(rig, plan.fuzz)
+        placed, figures["fuzz_not_produced"] = fuzz(rig, plan.fuzz)
         rig.ingest_alive()
         outage(rig, shoppers, prober, plan)
         figures["drained_after_outage"] = wait_drained(rig)
@@ -300,7 +312,8 @@ def report(f: dict[str, Any]) -> None:
     )
     print(
         f"fuzz: {a['fuzz_records']:,} malformed records, {a['fuzz_dead_lettered_with_reason']:,} "
-        f"in dead_letters with a reason ({a['fuzz_share_dead_lettered']:.2%})"
+        f"in dead_letters with a reason ({a['fuzz_share_dead_lettered']:.2%}); "
+        f"{f.get('fuzz_not_produced', 0)} not acknowledged by the broker (never consumed)"
     )
     print(f"/healthz: {health}")
     print(
