@@ -55,10 +55,10 @@ class Plan:
     broker_restarts: int = 5
     fuzz: int = 10_000
     outage_s: float = 60.0
-    kill_gap_s: tuple[float, float] = (1.0, 4.0)
+    kill_gap_s: tuple[float, float] = (0.5, 4.0)
 
 
-QUICK = Plan(ingest_kills=3, server_restarts=1, broker_restarts=1, fuzz=500, outage_s=5.0)
+QUICK = Plan(ingest_kills=3, server_restarts=1, broker_restarts=1, fuzz=500, outage_s=10.0)
 
 
 def make_home(home: Path) -> None:
@@ -98,7 +98,12 @@ def wait_drained(rig: Rig, timeout_s: float = 300) -> bool:
 
 
 def kill_ingest_repeatedly(rig: Rig, plan: Plan, rng: random.Random) -> int:
+    """SIGKILL the ingest at a random moment after it is up (its /metrics answers: the
+    store is open and it is about to consume), so kills land while batches are written."""
     for _ in range(plan.ingest_kills):
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not scrape(rig.ingest_metrics_port):
+            time.sleep(0.2)
         time.sleep(rng.uniform(*plan.kill_gap_s))
         rig.ingest_alive()
         rig.kill_ingest()

@@ -153,12 +153,12 @@ class LogRange:
             RECORDS_LOST.inc(gap.records_lost or 0)
             self._seen_end.pop(gap.partition, None)
             logger.error(
-                "offset gap on %s[%d]: stored offset %d is %s (log %s..%s); %s records known "
-                "lost; resuming at %d. Recorded in offset_gaps; see DESIGN.md 'Events'.",
+                "offset gap (%s) on %s[%d]: stored offset %d, log %s..%s; %s records known "
+                "lost; resuming at %d. Recorded in the offset_gaps table.",
+                gap.kind,
                 gap.topic,
                 gap.partition,
                 gap.stored_offset,
-                gap.kind.replace("_", " "),
                 "?" if gap.log_start is None else gap.log_start,
                 "?" if gap.log_end is None else gap.log_end,
                 "unknown" if gap.records_lost is None else gap.records_lost,
