@@ -129,9 +129,10 @@ class LogRange:
     def _gap(self, partition: int, at: int, kind: str, start: int, end: int | None) -> OffsetGap:
         if kind == "behind_log_start":
             lost: int | None = start - at
-        else:  # what the ingest saw in the old log beyond its offset: at least that is gone
+        else:  # what the ingest saw in the old log beyond its offset: at least that is gone;
+            # records appended after its last fetch are unknowable (the broker forgot them)
             seen = self._seen_end.get(partition)
-            lost = max(0, seen - at) if seen is not None else None
+            lost = seen - at if seen is not None and seen > at else None
         return OffsetGap(
             self.topic,
             partition,

@@ -35,8 +35,9 @@ class OffsetGap:
     log_start: int | None = None
     log_end: int | None = None
     records_lost: int | None = None
-    """Records known to be gone: exact behind the log start, a lower bound (what the ingest
-    saw in the log before it ended early) otherwise; None when nothing is known."""
+    """Records known to be gone: exact behind the log start; past the end or in a recreated
+    topic, a lower bound (records the ingest saw in the old log beyond its offset), or None
+    when it saw none: what the broker had not yet delivered is unknowable to the ingest."""
     detected_at: datetime | None = None
 
 

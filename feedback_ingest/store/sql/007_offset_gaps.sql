@@ -1,8 +1,9 @@
 -- Records the ingest could not read because its stored offset was outside the partition's log:
 -- behind the log start (retention deleted them), past the log end (the log was truncated or
 -- the broker lost it), or in a topic that was deleted and created again (a new topic id).
--- The ingest resumes at the log start; records_lost is what is known to be gone (NULL when
--- unknown, a lower bound otherwise). topic_ids remembers the id each topic had when read.
+-- The ingest resumes at the log start; records_lost is what is known to be gone: exact behind
+-- the log start, otherwise a lower bound or NULL when unknown. topic_ids remembers the id
+-- each topic had when it was read.
 
 CREATE SEQUENCE offset_gap_ids START 1;
 
