@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export FLYWHEEL_HOME ?= $(CURDIR)/.flywheel
 
-.PHONY: setup system-deps dashboards demo serve test test-fast lint format typecheck bench bench-smoke bench-flywheel clean
+.PHONY: setup system-deps dashboards demo serve test test-fast lint format typecheck bench bench-smoke bench-flywheel bench-chaos bench-ingest bench-decisions bench-poisoning clean
 
 # Installs everything the project needs into .venv; re-runs only when pyproject.toml changes.
 setup: system-deps $(VENV)/.setup-stamp
@@ -82,6 +82,27 @@ bench-flywheel: setup
 	$(BIN)/python -m benchmarks.flywheel --dataset homedepot --rounds 2 \
 	  --sessions-per-round 3000 --train-examples 2000 --supervised-examples 2000 \
 	  --test-queries 1000 --out reports/flywheel-benchmark
+
+# Faults, bad input and load against real broker, ingest and server processes (about 10 min
+# on 2 cores); figures in reports/chaos.json. QUICK=1 runs the smoke-test size (~2 min).
+bench-chaos: setup
+	$(BIN)/python -m benchmarks.chaos $(if $(QUICK),--quick)
+
+# Kafka -> DuckDB stored events/s (240,000 events) and the derived-table rebuild at 1M and 10M
+# events; figures in reports/ingest-benchmark.json. QUICK=1: 12,000 events, rebuild at 100k.
+bench-ingest: setup
+	$(BIN)/python -m benchmarks.ingest $(if $(QUICK),--quick)
+
+# Does the loop decide right? Every decision signal against the simulator's true grades on
+# A/A, better, slightly better and worse model pairs (Home Depot sample; about an hour on 2
+# cores). QUICK=1: a generated catalog and a few trials.
+bench-decisions: setup
+	$(BIN)/python -m benchmarks.decisions $(if $(QUICK),--quick) --out reports/decisions
+
+# Can bots steer it? Poisoning trials through the whole loop (hours on 2 cores; QUICK=1: one
+# trial per strategy on a generated catalog).
+bench-poisoning: setup
+	$(BIN)/python -m benchmarks.poisoning $(if $(QUICK),--quick) --out reports/poisoning
 
 clean:
 	rm -rf $(VENV) .flywheel .pytest_cache .mypy_cache .ruff_cache

@@ -4,9 +4,10 @@ The simulator knows the human grade of every (query, product), so it knows the t
 of every list a model serves. This benchmark builds model pairs whose true difference is known
 and runs repeated simulated trials of each decision signal on them:
 
-* pairs (production -> candidate): **A/A** (v1 against itself), **better** (v1 fine-tuned on
-  labelled triples of the shoppers' queries), **slightly better** (the same with few triples),
-  **worse** (fine-tuned on the same triples with positives and negatives swapped). Their true
+* pairs (production -> candidate): **A/A** (v1 against itself), **better** (v1 against v1
+  fine-tuned on many labelled triples of the shoppers' queries at a higher learning rate),
+  **slightly better** (v1 against v1 fine-tuned on fewer), and their mirrors **worse** and
+  **slightly worse** (the fine-tuned model in production, v1 the candidate). Their true
   difference is the mean true nDCG@10 of the lists each serves over the shoppers' query
   distribution (and, for reference, on held-out labelled queries no shopper issues).
 * offline signals, each trial a fresh round of production traffic through the real event
@@ -71,7 +72,17 @@ from services.snapshots import Snapshot
 
 logger = logging.getLogger("benchmarks.decisions")
 
-PAIRS = ("A/A", "better", "slightly better", "worse")
+PAIRS = ("A/A", "better", "slightly better", "slightly worse", "worse")
+PAIR_ROLES = {
+    "A/A": ("v1", "v1"),
+    "better": ("v1", "strong"),
+    "slightly better": ("v1", "mild"),
+    "slightly worse": ("mild", "v1"),
+    "worse": ("strong", "v1"),
+}
+"""Pair -> (production role, candidate role): two fine-tuned models and their mirrors."""
+BETTER = frozenset({"better", "slightly better"})
+WORSE = frozenset({"slightly worse", "worse"})
 ONLINE = {
     "A/B fixed (old controller)": ("ab", "fixed"),
     "A/B sequential": ("ab", "sequential"),
@@ -98,9 +109,9 @@ class Config:
     max_lists: int = 4000
     look_every: int = 25
     traffic_lists: int = 3000
-    better_examples: int = 2000
-    slight_examples: int = 300
-    worse_examples: int = 1000
+    strong_examples: int = 4000
+    strong_learning_rate: float = 1e-4
+    mild_examples: int = 2000
     mode: SearchMode = "hybrid"
     seed: int = 7
     online: bool = True
@@ -139,7 +150,7 @@ def existing_models(settings: Settings) -> dict[str, str] | None:
         source = registry.card(version).source
         if source.startswith("decisions:"):
             roles[source.removeprefix("decisions:")] = version
-    return roles if len(roles) == 4 else None
+    return roles if {"v1", "strong", "mild"} <= set(roles) else None
 
 
 def build_models(settings: Settings, pool: IntentPool, cfg: Config) -> dict[str, str]:
@@ -153,19 +164,19 @@ def build_models(settings: Settings, pool: IntentPool, cfg: Config) -> dict[str,
     v1 = bootstrap_home(settings, labelled.products, actor="benchmark")
     never = frozenset(normalise_query(i.text) for i in pool.heldout)
     roles = {"v1": v1}
-    for role, examples, invert in (
-        ("better", cfg.better_examples, False),
-        ("slightly better", cfg.slight_examples, False),
-        ("worse", cfg.worse_examples, True),
+    for role, examples, learning_rate in (
+        ("strong", cfg.strong_examples, cfg.strong_learning_rate),
+        ("mild", cfg.mild_examples, settings.train.learning_rate),
     ):
         started = time.perf_counter()
+        tuned = settings.model_copy(deep=True)
+        tuned.train.learning_rate = learning_rate
         card, _ = train_labelled(
-            settings,
+            tuned,
             labelled,
             base=v1,
             examples=examples,
             exclude_queries=never,
-            invert=invert,
             source=f"decisions:{role}",
         )
         index_products(settings, card.version, labelled.products).close()
@@ -341,8 +352,8 @@ def gate_queries(pool: IntentPool, fraction: float) -> HeldOutSet:
 def expected(pair: str, signal_is_gate: bool) -> set[str]:
     """The right outcomes of a signal on a pair."""
     if signal_is_gate:  # do no harm: pass anything not worse
-        return {"fail"} if pair == "worse" else {"pass"}
-    return {"promote"} if pair in ("better", "slightly better") else {"rollback", "inconclusive"}
+        return {"fail"} if pair in WORSE else {"pass"}
+    return {"promote"} if pair in BETTER else {"rollback", "inconclusive"}
 
 
 def run(cfg: Config, home: Path) -> dict[str, Any]:
@@ -378,20 +389,9 @@ def run(cfg: Config, home: Path) -> dict[str, Any]:
         rrf_k=settings.search.rrf_k,
     )
     test = {role: test_eval.report({"m": (v, cfg.mode)}).mean("m") for role, v in roles.items()}
-    pairs = {
-        "A/A": (roles["v1"], roles["v1"]),
-        "better": (roles["v1"], roles["better"]),
-        "slightly better": (roles["v1"], roles["slightly better"]),
-        "worse": (roles["v1"], roles["worse"]),
-    }
-    role_of = {
-        "A/A": "v1",
-        "better": "better",
-        "slightly better": "slightly better",
-        "worse": "worse",
-    }
-    deltas = {p: true[role_of[p]] - true["v1"] for p in PAIRS}
-    test_deltas = {p: test[role_of[p]] - test["v1"] for p in PAIRS}
+    pairs = {p: (roles[a], roles[b]) for p, (a, b) in PAIR_ROLES.items()}
+    deltas = {p: true[b] - true[a] for p, (a, b) in PAIR_ROLES.items()}
+    test_deltas = {p: test[b] - test[a] for p, (a, b) in PAIR_ROLES.items()}
     timings["truth"] = time.perf_counter() - started - timings["models"]
     behaviour = ShopperBehaviour(settings.simulator, pool.max_grade)
     tallies: dict[str, dict[str, Tally]] = {}
@@ -554,9 +554,8 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Config, argparse.Namespace]:
     parser.add_argument("--max-lists", type=int, default=d.max_lists)
     parser.add_argument("--look-every", type=int, default=d.look_every)
     parser.add_argument("--traffic-lists", type=int, default=d.traffic_lists)
-    parser.add_argument("--better-examples", type=int, default=d.better_examples)
-    parser.add_argument("--slight-examples", type=int, default=d.slight_examples)
-    parser.add_argument("--worse-examples", type=int, default=d.worse_examples)
+    parser.add_argument("--strong-examples", type=int, default=d.strong_examples)
+    parser.add_argument("--mild-examples", type=int, default=d.mild_examples)
     parser.add_argument("--seed", type=int, default=d.seed)
     parser.add_argument(
         "--signals", default="online,offline", help="which signals to run: online, offline"
@@ -575,9 +574,8 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Config, argparse.Namespace]:
             offline_trials=2,
             max_lists=600,
             traffic_lists=600,
-            better_examples=64,
-            slight_examples=16,
-            worse_examples=64,
+            strong_examples=64,
+            mild_examples=16,
             seed=args.seed,
         )
     else:
@@ -589,9 +587,8 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Config, argparse.Namespace]:
             max_lists=args.max_lists,
             look_every=args.look_every,
             traffic_lists=args.traffic_lists,
-            better_examples=args.better_examples,
-            slight_examples=args.slight_examples,
-            worse_examples=args.worse_examples,
+            strong_examples=args.strong_examples,
+            mild_examples=args.mild_examples,
             seed=args.seed,
             online="online" in args.signals,
             offline="offline" in args.signals,

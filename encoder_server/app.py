@@ -19,6 +19,7 @@ from starlette.datastructures import State
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from encoder_server.body_limit import BodyLimit
 from encoder_server.holder import ModelHolder
 from encoder_server.query_filters import parse_filters
 from encoder_server.routes import admin, events, health, search, status
@@ -117,7 +118,7 @@ def create_app(settings: Settings | None = None, sink: EventSink | None = None) 
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         holder = ModelHolder(settings)
         app.state.holder = holder
-        app.state.sink = sink or KafkaEventSink(settings.kafka)
+        app.state.sink = sink or KafkaEventSink(settings.kafka, settings.spool_dir)
         try:
             holder.load()
         except FlywheelError as exc:
@@ -141,6 +142,7 @@ def create_app(settings: Settings | None = None, sink: EventSink | None = None) 
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.add_middleware(BodyLimit, max_bytes=settings.server.max_body_bytes)
     if settings.server.cors_origins:
         app.add_middleware(
             CORSMiddleware,

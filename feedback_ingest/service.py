@@ -7,13 +7,15 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
+from typing import Any, TypeVar
 
 from prometheus_client import start_http_server
 
-from feedback_ingest.consumer import Ingestor
+from feedback_ingest.consumer import BatchStats, Ingestor
 from feedback_ingest.store import (
     EventStore,
     StoreError,
@@ -22,6 +24,7 @@ from feedback_ingest.store import (
     write_snapshot,
 )
 from services.metrics import (
+    INGEST_STORE_FAILURES,
     INTERLEAVING_LISTS,
     ONLINE_ADD_TO_CART,
     ONLINE_ADD_TO_CART_INTERVAL,
@@ -38,6 +41,8 @@ from services.settings import Settings
 logger = logging.getLogger(__name__)
 
 SNAPSHOT_REQUEST = ".snapshot-request"
+
+T = TypeVar("T")
 
 
 def store_path(settings: Settings) -> Path:
@@ -109,6 +114,68 @@ def publish_online_metrics(store: EventStore, settings: Settings) -> None:
             ).set(count)
 
 
+class _StoreRetry:
+    """Backs off after the store refused a batch; after ``ingest.store_retries`` refusals in a
+    row it raises, so the process exits non-zero: an ingest that stores nothing must not look
+    alive (``flywheel_ingest_store_failures_total`` and the last-commit gauge show it)."""
+
+    def __init__(self, settings: Settings, stop: threading.Event) -> None:
+        self.settings = settings
+        self.stop = stop
+        self.failures = 0
+
+    def attempt(self, step: Callable[..., T], *args: Any) -> T | None:
+        """``step(*args)``, or None after a StoreError (backed off, or raised when it was one
+        too many). Only a committed batch resets the count (see :class:`BatchStats`)."""
+        try:
+            result = step(*args)
+        except StoreError as exc:
+            self.failed(exc)
+            return None
+        if isinstance(result, BatchStats) and result.committed:
+            self.failures = 0
+        return result
+
+    def failed(self, exc: StoreError) -> None:
+        cfg, path = self.settings.ingest, self.settings.store_path
+        self.failures += 1
+        INGEST_STORE_FAILURES.inc()
+        if self.failures > cfg.store_retries:
+            logger.error(
+                "giving up: the event store %s refused %d batches in a row (last: %s). Check "
+                "the disk (df -h %s) and the DuckDB file, then restart `flywheel ingest`; "
+                "nothing was skipped, it resumes from the stored offsets.",
+                path,
+                self.failures,
+                exc,
+                path.parent,
+            )
+            raise StoreError(
+                f"the event store refused {self.failures} batches in a row; see the log above"
+            ) from exc
+        wait = min(cfg.store_retry_max_s, cfg.store_retry_initial_s * 2 ** (self.failures - 1))
+        logger.warning(
+            "store failure %d of %d allowed; retrying in %.1f s",
+            self.failures,
+            cfg.store_retries,
+            wait,
+        )
+        self.stop.wait(wait)
+
+
+def _stop_on_signals(stop: threading.Event) -> None:
+    """SIGTERM and SIGINT let the current batch finish, then stop (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def _on_signal(signum: int, _frame: FrameType | None) -> None:
+        logger.info("%s: finishing the current batch", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+
+
 def run_ingest(
     settings: Settings,
     *,
@@ -121,29 +188,21 @@ def run_ingest(
     cfg = settings.ingest
     stop = stop or threading.Event()
     store = EventStore(store_path(settings), cfg.store)
-    if threading.current_thread() is threading.main_thread():
-
-        def _on_signal(signum: int, _frame: FrameType | None) -> None:
-            logger.info("%s: finishing the current batch", signal.Signals(signum).name)
-            stop.set()
-
-        signal.signal(signal.SIGTERM, _on_signal)
-        signal.signal(signal.SIGINT, _on_signal)
+    _stop_on_signals(stop)
     if cfg.metrics_port:
         start_http_server(cfg.metrics_port, addr=cfg.metrics_host)
-    ingestor = Ingestor(settings.kafka, store, bootstrap)
+    ingestor = Ingestor(settings.kafka, store, bootstrap, metadata_refresh_s=cfg.metadata_refresh_s)
     exports = exports_dir(settings)
     request = exports / SNAPSHOT_REQUEST
     last_snapshot = last_metrics = last_record = time.monotonic()
     changed = False
     window = cfg.store.derived.attribution_window_s
+    retry = _StoreRetry(settings, stop)
     try:
         ingestor.start()
         while not stop.is_set():
-            try:
-                stats = ingestor.poll_batch(cfg.poll_timeout_ms)
-            except StoreError:
-                stop.wait(1.0)
+            stats = retry.attempt(ingestor.poll_batch, cfg.poll_timeout_ms)
+            if stats is None:
                 continue
             now = time.monotonic()
             if stats.records:
@@ -153,20 +212,26 @@ def run_ingest(
             elif idle_exit_s is not None and now - last_record >= idle_exit_s:
                 logger.info("no events for %.0f s; exiting", idle_exit_s)
                 break
-            if request.exists() or now - last_snapshot >= cfg.snapshot_interval_s:
+            snapshot_due = request.exists() or now - last_snapshot >= cfg.snapshot_interval_s
+            metrics_due = now - last_metrics >= cfg.online_metrics_interval_s and (
+                # An idle ingest recomputes once more when the last lists' attribution
+                # windows have closed, then leaves the cores alone until events arrive.
+                changed or last_metrics < last_record + window <= now
+            )
+            # Readers of the store must see no batch half-way: finish the write in flight.
+            if (snapshot_due or metrics_due) and retry.attempt(ingestor.flush) is None:
+                continue
+            if snapshot_due:
                 folder = write_snapshot(store, exports, keep=cfg.store.keep_snapshots)
                 request.unlink(missing_ok=True)
                 logger.info("snapshot %s", folder.name)
                 last_snapshot = last_metrics = now
-            elif now - last_metrics >= cfg.online_metrics_interval_s and (
-                # An idle ingest recomputes once more when the last lists' attribution
-                # windows have closed, then leaves the cores alone until events arrive.
-                changed or last_metrics < last_record + window <= now
-            ):
+            elif metrics_due:
                 publish_online_metrics(store, settings)
                 last_metrics = now
                 changed = False
         # Leave derived tables (judgments, pairs, online metrics) current for readers.
+        ingestor.flush()
         publish_online_metrics(store, settings)
     finally:
         ingestor.close()

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal, Protocol
+from typing import Annotated, Any, Literal, Protocol, get_args
 
+import orjson
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -16,6 +17,7 @@ from pydantic import (
     StringConstraints,
     TypeAdapter,
     ValidationError,
+    field_validator,
 )
 
 logger = logging.getLogger(__name__)
@@ -27,20 +29,35 @@ Arm = Literal["production", "canary", "interleaved"]
 production (``model_version`` is then the canary's; ``teams`` names each result's model)."""
 ARMS: tuple[Arm, ...] = ("production", "canary", "interleaved")
 
+# Every field is bounded so that whatever validates also fits its DuckDB column (INTEGER,
+# VARCHAR, lists) and its Arrow type: a record that passes here is never a poison record.
+# A constrained ``str`` also refuses lone surrogates, which Arrow cannot encode as UTF-8.
+Id = Annotated[str, StringConstraints(min_length=1, max_length=128, strip_whitespace=True)]
+Name = Annotated[str, StringConstraints(max_length=128)]
+Version = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+ProductId = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+MAX_QUERY_CHARS = 2048
+MAX_RESULTS = 1000
+MAX_FILTER_DEPTH = 8
+MAX_FILTER_BYTES = 8 * 1024
+
 
 class QueryEvent(BaseModel):
     """A served result list, logged by encoder_server for every search."""
 
     type: Literal["query"] = "query"
-    query_id: str
+    query_id: Id
     timestamp: datetime = Field(default_factory=lambda: datetime.now(UTC))
-    user_query: str
-    session_id: str | None = None
-    client_id: str | None = None
-    model_version: str
+    user_query: Annotated[str, StringConstraints(max_length=MAX_QUERY_CHARS)]
+    session_id: Name | None = None
+    client_id: Name | None = None
+    model_version: Version
     arm: Arm
-    mode: str = "splade"
-    filters: dict[str, Any] = Field(default_factory=dict)
+    mode: Annotated[str, StringConstraints(min_length=1, max_length=32)] = "splade"
+    filters: dict[str, Any] = Field(
+        default_factory=dict,
+        description=f"At most {MAX_FILTER_DEPTH} levels deep and {MAX_FILTER_BYTES} bytes as JSON.",
+    )
     page: int = Field(default=1, ge=1, le=10_000)
     offset: int = Field(
         default=0,
@@ -54,22 +71,53 @@ class QueryEvent(BaseModel):
         description="Keyed hash of the shopper's network address, set by the server (never by "
         "the client): caps on any one client's weight rely on it.",
     )
-    results: list[str] = Field(description="Ranked product ids of the served page.")
-    teams: list[str] | None = Field(
+    results: list[ProductId] = Field(
+        max_length=MAX_RESULTS, description="Ranked product ids of the served page."
+    )
+    teams: list[Version] | None = Field(
         default=None,
+        max_length=MAX_RESULTS,
         description="Interleaved lists only: the model version that contributed each result.",
     )
-    control_version: str | None = Field(
+    control_version: Version | None = Field(
         default=None, description="Interleaved lists only: the production version compared."
     )
+
+    @field_validator("filters")
+    @classmethod
+    def _bounded_filters(cls, value: dict[str, Any]) -> dict[str, Any]:
+        _check_depth(value, MAX_FILTER_DEPTH)
+        try:
+            size = len(orjson.dumps(value))
+        except TypeError as exc:  # NaN, huge ints, non-JSON values from a Python caller
+            raise ValueError(f"filters are not plain JSON: {exc}") from None
+        if size > MAX_FILTER_BYTES:
+            raise ValueError(f"filters take {size} bytes as JSON, more than {MAX_FILTER_BYTES}")
+        return value
+
+
+def _check_depth(value: object, limit: int) -> None:
+    """Raise ValueError when ``value`` nests deeper than ``limit`` (iterative: no recursion)
+    or holds a number JSON cannot (the parser accepts NaN; RFC 8259 does not)."""
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = (
+            item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        )
+        for child in children:
+            if isinstance(child, float) and not math.isfinite(child):
+                raise ValueError("NaN and infinity are not JSON numbers")
+            if isinstance(child, dict | list):
+                if depth + 1 > limit:
+                    raise ValueError(f"nested deeper than {limit} levels")
+                stack.append((child, depth + 1))
 
 
 Action = Literal["impression", "click", "add_to_cart", "purchase"]
 ACTIONS: tuple[Action, ...] = ("impression", "click", "add_to_cart", "purchase")
 MAX_EVENT_BYTES = 64 * 1024
 """Larger messages are dead-lettered as oversized (a served page of 100 ids is ~4 KiB)."""
-
-Id = Annotated[str, StringConstraints(min_length=1, max_length=128, strip_whitespace=True)]
 
 
 class InteractionEvent(BaseModel):
@@ -94,10 +142,27 @@ Event = Annotated[QueryEvent | InteractionEvent, Field(discriminator="type")]
 _EVENT = TypeAdapter(Event)
 
 
+RejectReason = Literal[
+    "bad_json",
+    "oversized",
+    "unknown_type",
+    "unknown_action",
+    "missing_id",
+    "invalid_field",
+    "unstorable",
+    "internal_error",
+]
+"""Why a record or event was not stored: a closed set, used as a metrics label.
+
+``unstorable``: it validated but its row could not be built or inserted (a bug in the bounds
+above, caught per record); ``internal_error``: anything else unexpected while decoding it."""
+REJECT_REASONS: tuple[RejectReason, ...] = get_args(RejectReason)
+
+
 class MalformedEventError(ValueError):
     """An event that cannot be stored; ``code`` is a small closed set (a metrics label)."""
 
-    def __init__(self, code: str, reason: str) -> None:
+    def __init__(self, code: RejectReason, reason: str) -> None:
         super().__init__(reason)
         self.code = code
         self.reason = reason
@@ -106,6 +171,8 @@ class MalformedEventError(ValueError):
 def _reason(exc: ValidationError) -> MalformedEventError:
     errors = exc.errors()
     first = errors[0]
+    if first["type"] in ("json_invalid", "json_type", "dict_type"):
+        return MalformedEventError("bad_json", f"not a JSON object: {first['msg']}")
     field = ".".join(str(p) for p in first["loc"])
     text = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'event'}: {e['msg']}" for e in errors)
     if any(e["loc"][-1:] == ("action_name",) for e in errors):
@@ -126,16 +193,19 @@ def validate_event(data: object) -> QueryEvent | InteractionEvent:
 
 
 def parse_event(raw: bytes) -> QueryEvent | InteractionEvent:
-    """Decode and validate one Kafka message value; raises :class:`MalformedEventError`."""
+    """Decode and validate one Kafka message value; raises :class:`MalformedEventError`.
+
+    pydantic-core parses the bytes itself (strict RFC 8259 JSON, one pass, no intermediate
+    dict): invalid UTF-8, lone surrogates and nesting deeper than its recursion limit are
+    refused as ``bad_json`` (``json.loads`` raised RecursionError on deep nesting, which
+    stopped the partition).
+    """
     if len(raw) > MAX_EVENT_BYTES:
         raise MalformedEventError("oversized", f"{len(raw)} bytes > limit {MAX_EVENT_BYTES}")
     try:
-        data = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise MalformedEventError("bad_json", f"not JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise MalformedEventError("bad_json", f"expected a JSON object, got {type(data).__name__}")
-    return validate_event(data)
+        return _EVENT.validate_json(raw)
+    except ValidationError as exc:
+        raise _reason(exc) from None
 
 
 def event_key(event: QueryEvent | InteractionEvent) -> bytes:

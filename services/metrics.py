@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram, Info
 
+from services.events import REJECT_REASONS
+
 # Sub-millisecond encode/retrieve stages up to multi-second outliers.
 LATENCY_BUCKETS = (
     0.0005,
@@ -109,6 +111,40 @@ INGEST_COMMIT_SECONDS = Histogram(
     "Time to commit one batch (events, dead letters, offsets) to DuckDB.",
     buckets=LATENCY_BUCKETS,
 )
+INGEST_STORE_FAILURES = Counter(
+    "flywheel_ingest_store_failures_total",
+    "Poll batches the DuckDB store refused (disk full, invalidated database); the ingest "
+    "retries with backoff, then exits non-zero.",
+)
+INGEST_LAST_COMMIT = Gauge(
+    "flywheel_ingest_last_commit_timestamp_seconds",
+    "Unix time of the last poll batch feedback_ingest committed to DuckDB.",
+)
+INGEST_PARTITIONS = Gauge(
+    "flywheel_ingest_partitions", "Partitions of the events topic the ingest reads."
+)
+OFFSET_GAPS = Counter(
+    "flywheel_ingest_offset_gaps_total",
+    "Stored offsets found outside their partition's log, by kind (behind_log_start, "
+    "past_log_end, topic_recreated); each is also a row of the offset_gaps table.",
+    ["kind"],
+)
+RECORDS_LOST = Counter(
+    "flywheel_ingest_records_lost_total",
+    "Records the ingest knows it can never read (gone before it read them); a lower bound.",
+)
+DEAD_LETTER_PUBLISH_ERRORS = Counter(
+    "flywheel_ingest_dead_letter_publish_errors_total",
+    "Dead letters not confirmed on the dead-letter topic (they are in the DuckDB table).",
+)
+EVENT_SPOOL_BYTES = Gauge(
+    "flywheel_event_spool_bytes",
+    "Bytes of events in encoder_server's durable spool, not yet acknowledged by Kafka.",
+)
+EVENTS_REPLAYED = Counter(
+    "flywheel_events_replayed_total",
+    "Events found in the spool at start (not acknowledged before a stop or crash) and re-sent.",
+)
 ONLINE_NDCG = Gauge(
     "flywheel_online_ndcg_at_10",
     "Mean online nDCG@10 of served lists whose attribution window has closed.",
@@ -206,3 +242,9 @@ for _outcome in ("skipped", "rejected", "canary", "production", "failed"):
     RETRAIN_RUNS.labels(outcome=_outcome)
 for _decision in ("promote", "rollback", "wait"):
     CANARY_DECISIONS.labels(decision=_decision)
+for _kind in ("behind_log_start", "past_log_end", "topic_recreated"):
+    OFFSET_GAPS.labels(kind=_kind)
+for _reason in REJECT_REASONS:
+    EVENTS_REJECTED.labels(reason=_reason)
+for _sink_error in ("backlog_full", "delivery_failed", "spool_write_failed", "closing"):
+    EVENT_SINK_ERRORS.labels(reason=_sink_error)

@@ -122,7 +122,21 @@ class ServerSettings(BaseModel):
     )
     registry_poll_s: float = Field(default=5.0, gt=0)
     events_ack_timeout_s: float = Field(
-        default=2.0, ge=0, description="How long POST /events waits for the bus to acknowledge."
+        default=2.0,
+        ge=0,
+        description="How long POST /events waits for Kafka's acknowledgement once its events "
+        "are in the durable spool (not at all while Kafka is unreachable).",
+    )
+    events_workers: int = Field(
+        default=8,
+        ge=1,
+        description="Threads POST /events may occupy waiting for the spool and Kafka (its own "
+        "pool: health probes and searches never queue behind it).",
+    )
+    max_body_bytes: int = Field(
+        default=1024 * 1024,
+        ge=1024,
+        description="Larger request bodies get 413 before they are parsed.",
     )
     cors_origins: list[str] = Field(default_factory=list)
 
@@ -138,6 +152,21 @@ class IngestSettings(BaseModel):
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(default=9464, ge=0, le=65535, description="0 turns /metrics off.")
     store: StoreSettings = Field(default_factory=StoreSettings)
+    store_retries: int = Field(
+        default=5,
+        ge=0,
+        description="A batch the store refuses this many times in a row (disk full, database "
+        "invalidated) makes the ingest exit non-zero, so it is restarted and alerted on.",
+    )
+    store_retry_initial_s: float = Field(
+        default=1.0, gt=0, description="First wait before re-trying a refused batch; doubles."
+    )
+    store_retry_max_s: float = Field(default=30.0, gt=0, description="Longest wait between tries.")
+    metadata_refresh_s: float = Field(
+        default=30.0,
+        ge=1,
+        description="How often the ingest looks for partitions added to the events topic.",
+    )
 
 
 class TrainSettings(BaseModel):
@@ -418,6 +447,11 @@ class Settings(BaseSettings):
     def store_path(self) -> Path:
         """The DuckDB event store (feedback_ingest is its only writer)."""
         return self.home / "events.duckdb"
+
+    @property
+    def spool_dir(self) -> Path:
+        """encoder_server's durable event spool (one per server process and home)."""
+        return self.home / "spool"
 
     @property
     def catalog_dir(self) -> Path:

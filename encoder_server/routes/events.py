@@ -1,11 +1,20 @@
-"""POST /events: the storefront's impressions, clicks, add-to-carts and purchases."""
+"""POST /events: the storefront's impressions, clicks, add-to-carts and purchases.
+
+A 2xx answer means every event it counts as accepted or pending cannot be lost: acknowledged
+by Kafka, or fsynced in the server's spool and sent later (also after a restart). A full
+spool or a server shutting down answers 503 with Retry-After for the events it refused.
+Waiting for the spool and Kafka happens in this route's own small thread pool, so health
+probes and searches never queue behind it.
+"""
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 
-from fastapi import APIRouter
+import anyio.to_thread
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
@@ -18,6 +27,7 @@ from services.events import (
     validate_event,
 )
 from services.metrics import EVENT_BACKLOG, EVENTS_RECEIVED, EVENTS_REFUSED
+from services.settings import Settings
 
 router = APIRouter(tags=["events"])
 
@@ -37,7 +47,7 @@ class RejectedEvent(BaseModel):
     event_id: str | None
     code: str = Field(
         description="invalid_field, missing_id, unknown_action, unknown_type, "
-        "oversized or backlog_full."
+        "oversized or backlog_full (spool full or server stopping: retry later)."
     )
     reason: str
 
@@ -45,9 +55,21 @@ class RejectedEvent(BaseModel):
 class EventsResponse(BaseModel):
     """Which events were taken. Re-sending a batch is safe: event_id makes it idempotent."""
 
-    accepted: int = Field(description="Acknowledged by the event bus.")
-    pending: int = Field(description="Queued and retried, not yet acknowledged.")
+    accepted: int = Field(description="Acknowledged by the event bus (acks=all).")
+    pending: int = Field(
+        description="Stored durably in the server's spool, not yet acknowledged by the bus; "
+        "sent later, also after a restart (never lost)."
+    )
     rejected: list[RejectedEvent]
+
+
+def _limiter(request: Request, settings: Settings) -> anyio.CapacityLimiter:
+    """This app's own bound on threads waiting for the spool and Kafka (made in the loop)."""
+    state = request.app.state
+    limiter: anyio.CapacityLimiter | None = getattr(state, "events_limiter", None)
+    if limiter is None:
+        limiter = state.events_limiter = anyio.CapacityLimiter(settings.server.events_workers)
+    return limiter
 
 
 def _validate(index: int, item: dict[str, Any]) -> InteractionEvent | RejectedEvent:
@@ -73,8 +95,8 @@ def _validate(index: int, item: dict[str, Any]) -> InteractionEvent | RejectedEv
     response_model=EventsResponse,
     responses={422: {"model": ErrorResponse}, 503: {"model": EventsResponse}},
 )
-def post_events(
-    batch: EventBatch, sink: SinkDep, settings: SettingsDep
+async def post_events(
+    request: Request, batch: EventBatch, sink: SinkDep, settings: SettingsDep
 ) -> EventsResponse | JSONResponse:
     """Record shopper interactions (impression, click, add_to_cart, purchase) for retraining."""
     checked = [_validate(i, item) for i, item in enumerate(batch.events)]
@@ -82,7 +104,8 @@ def post_events(
     rejected = [c for c in checked if isinstance(c, RejectedEvent)]
     for r in rejected:
         EVENTS_REFUSED.labels(reason=r.code).inc()
-    outcome = sink.publish(valid, timeout_s=settings.server.events_ack_timeout_s)
+    publish = functools.partial(sink.publish, valid, timeout_s=settings.server.events_ack_timeout_s)
+    outcome = await anyio.to_thread.run_sync(publish, limiter=_limiter(request, settings))
     refused = set(outcome.refused)
     for index, item in enumerate(checked):
         if isinstance(item, InteractionEvent) and item.event_id in refused:
@@ -91,7 +114,7 @@ def post_events(
                     index=index,
                     event_id=item.event_id,
                     code="backlog_full",
-                    reason="event backlog is full; retry later",
+                    reason="event spool is full or the server is stopping; retry later",
                 )
             )
             EVENTS_REFUSED.labels(reason="backlog_full").inc()

@@ -6,12 +6,12 @@ a single vectorised scan, which keeps a 5,000-event poll batch in milliseconds.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Generic, TypeVar
 
+import orjson
 import pyarrow as pa
 
 from services.datasets.protocol import normalise_query
@@ -77,11 +77,14 @@ DEAD_LETTER_SCHEMA = pa.schema(
 
 @dataclass(frozen=True, slots=True)
 class Sourced(Generic[E]):
-    """An event with the Kafka partition and offset it was read from (None outside Kafka)."""
+    """An event with the Kafka partition and offset it was read from (None outside Kafka),
+    and the record's topic and raw value, for its dead letter should its row be refused."""
 
     event: E
     partition: int | None = None
     offset: int | None = None
+    topic: str = ""
+    raw: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +98,10 @@ class DeadLetter:
     reason: str
     raw: bytes | str | None = None
     received_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+
+def _json(value: object) -> str:
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS, default=str).decode()
 
 
 def _unwrap(items: Iterable[E | Sourced[E]]) -> list[Sourced[E]]:
@@ -118,7 +125,7 @@ def query_table(items: Sequence[QueryEvent | Sourced[QueryEvent]]) -> pa.Table:
         [e.page for e in events],
         [e.offset for e in events],
         [e.client_key for e in events],
-        [json.dumps(e.filters, sort_keys=True, default=str) for e in events],
+        [_json(e.filters) for e in events],
         [e.results for e in events],
         [e.teams for e in events],
         [e.control_version for e in events],
@@ -155,15 +162,20 @@ def interaction_table(items: Sequence[InteractionEvent | Sourced[InteractionEven
     )
 
 
+def _text(value: str) -> str:
+    """``value`` as valid UTF-8 (a reason may quote a lone surrogate from the record)."""
+    return value.encode("utf-8", "replace").decode("utf-8")
+
+
 def dead_letter_table(letters: Sequence[DeadLetter], max_raw_bytes: int) -> pa.Table:
     """Arrow rows for ``dead_letters``, each raw payload cut to ``max_raw_bytes``."""
     raws = [d.raw.encode("utf-8", "replace") if isinstance(d.raw, str) else d.raw for d in letters]
     columns = [
-        [d.topic for d in letters],
+        [_text(d.topic) for d in letters],
         [d.partition for d in letters],
         [d.offset for d in letters],
         [d.reason_code for d in letters],
-        [d.reason for d in letters],
+        [_text(d.reason) for d in letters],
         [None if r is None else r[:max_raw_bytes] for r in raws],
         [r is not None and len(r) > max_raw_bytes for r in raws],
         [d.received_at for d in letters],
@@ -172,3 +184,109 @@ def dead_letter_table(letters: Sequence[DeadLetter], max_raw_bytes: int) -> pa.T
         [pa.array(c, type=f.type) for c, f in zip(columns, DEAD_LETTER_SCHEMA, strict=True)],
         schema=DEAD_LETTER_SCHEMA,
     )
+
+
+T = TypeVar("T")
+
+
+def build_each(
+    build: Callable[[Sequence[T]], pa.Table], items: Sequence[T]
+) -> tuple[pa.Table | None, list[T], list[tuple[T, str]]]:
+    """``build(items)``, or when that fails, the table of the items that build alone.
+
+    Returns (table or None when nothing builds, the items in the table, the items refused
+    with why). One record that Arrow cannot take (an integer beyond its column, text it cannot
+    encode) must cost only itself, never the batch around it.
+    """
+    if not items:
+        return None, [], []
+    try:
+        return build(items), list(items), []
+    except Exception:  # any failure: find the records that cause it
+        pass
+    good: list[T] = []
+    refused: list[tuple[T, str]] = []
+    for item in items:
+        try:
+            build([item])
+        except Exception as exc:  # refused records become dead letters
+            refused.append((item, f"row not storable: {type(exc).__name__}: {exc}"))
+        else:
+            good.append(item)
+    return (build(good) if good else None), good, refused
+
+
+def refused_letter(item: Sourced[E], why: str) -> DeadLetter:
+    """The dead letter of an event whose row was refused (reason ``unstorable``)."""
+    raw = item.raw
+    if raw is None:  # not read from Kafka: keep what can be kept of the event
+        try:
+            raw = item.event.model_dump_json().encode()
+        except ValueError:
+            raw = None
+    return DeadLetter(item.topic, item.partition, item.offset, "unstorable", why, raw)
+
+
+@dataclass(slots=True)
+class PendingBatch:
+    """The rows of one batch, from which refused records are moved to the dead letters."""
+
+    queries: list[Sourced[QueryEvent]]
+    interactions: list[Sourced[InteractionEvent]]
+    letters: list[DeadLetter]
+    refused: list[DeadLetter] = field(default_factory=list)
+    built: dict[str, pa.Table | None] | None = None
+    """The event tables as last built (None after :meth:`refuse` changed the rows)."""
+
+    @classmethod
+    def of(
+        cls,
+        queries: Sequence[QueryEvent | Sourced[QueryEvent]],
+        interactions: Sequence[InteractionEvent | Sourced[InteractionEvent]],
+        letters: Sequence[DeadLetter],
+    ) -> PendingBatch:
+        """Unwrap the events and refuse at once those whose Arrow rows cannot be built."""
+        q_table, q_ok, q_bad = build_each(query_table, _unwrap(queries))
+        i_table, i_ok, i_bad = build_each(interaction_table, _unwrap(interactions))
+        refused = [refused_letter(q, why) for q, why in q_bad]
+        refused += [refused_letter(i, why) for i, why in i_bad]
+        return cls(
+            q_ok, i_ok, list(letters), refused, {"queries": q_table, "interactions": i_table}
+        )
+
+    def tables(self, max_raw_bytes: int) -> dict[str, pa.Table | None]:
+        """Arrow tables per target table (None when empty); refused records are letters."""
+        letters = self.letters + self.refused
+        built = self.built or {
+            "queries": query_table(self.queries) if self.queries else None,
+            "interactions": interaction_table(self.interactions) if self.interactions else None,
+        }
+        self.built = built
+        return {
+            **built,
+            "dead_letters": dead_letter_table(letters, max_raw_bytes) if letters else None,
+        }
+
+    def refuse(self, table: str, rows: dict[int, str]) -> None:
+        """Move ``rows`` (index → why) of ``table`` out of the batch, into the dead letters."""
+        self.built = None
+        if table == "queries":
+            self.refused += [refused_letter(self.queries[i], why) for i, why in rows.items()]
+            self.queries = [q for i, q in enumerate(self.queries) if i not in rows]
+        elif table == "interactions":
+            self.refused += [refused_letter(self.interactions[i], why) for i, why in rows.items()]
+            self.interactions = [e for i, e in enumerate(self.interactions) if i not in rows]
+        else:  # a letter refused itself: keep where it came from and why, without the payload
+            letters = self.letters + self.refused
+            kept = [
+                DeadLetter(d.topic, d.partition, d.offset, "unstorable", rows[i])
+                if i in rows
+                else d
+                for i, d in enumerate(letters)
+            ]
+            self.letters, self.refused = kept[: len(self.letters)], kept[len(self.letters) :]
+
+    @property
+    def events(self) -> int:
+        """Events (queries and interactions) still in the batch."""
+        return len(self.queries) + len(self.interactions)

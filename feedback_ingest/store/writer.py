@@ -8,6 +8,7 @@ by its primary key (``ON CONFLICT DO NOTHING``) and counted as a duplicate.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -22,13 +23,7 @@ import pyarrow as pa
 from feedback_ingest.store.connection import connect_writer
 from feedback_ingest.store.errors import StoreError, StoreLockedError
 from feedback_ingest.store.migrations import migrate
-from feedback_ingest.store.rows import (
-    DeadLetter,
-    Sourced,
-    dead_letter_table,
-    interaction_table,
-    query_table,
-)
+from feedback_ingest.store.rows import DeadLetter, PendingBatch, Sourced
 from services.events import InteractionEvent, QueryEvent
 from services.ingest_settings import StoreSettings
 
@@ -41,6 +36,9 @@ _KEYS = {
 }
 """The idempotency key of each table a batch inserts into (a repeat is ignored)."""
 
+_ROW_ERRORS = (duckdb.DataError, duckdb.IntegrityError, duckdb.InvalidInputException)
+"""DuckDB errors that one row can cause (a value its column refuses); others are the store's."""
+
 _OPEN: set[Path] = set()
 _OPEN_LOCK = threading.Lock()
 
@@ -52,6 +50,13 @@ class BatchResult:
     inserted: int
     duplicates: int
     dead_letters: int = 0
+    refused: tuple[DeadLetter, ...] = ()
+    """Events whose rows Arrow or DuckDB refused, stored as dead letters (reason
+    ``unstorable``) in the same transaction; the caller publishes and counts them."""
+
+
+class _RowRefusedError(Exception):
+    """The batch insert failed with an error that a single row can cause."""
 
 
 class EventStore:
@@ -98,22 +103,35 @@ class EventStore:
     ) -> BatchResult:
         """Store a poll batch and the next offset per (topic, partition), all in one transaction.
 
+        An event whose row Arrow cannot build or DuckDB refuses is stored as a dead letter
+        instead (reason ``unstorable``, listed in :attr:`BatchResult.refused`) and the rest of
+        the batch as usual: one poison record never stops a partition.
+
         Raises:
             StoreError: DuckDB refused the batch; nothing of it was stored, so the consumer
                 can re-read it from :meth:`stored_offsets`.
         """
-        tables = {
-            "queries": query_table(queries) if queries else None,
-            "interactions": interaction_table(interactions) if interactions else None,
-            "dead_letters": dead_letter_table(dead_letters, self.settings.dead_letter_raw_max_bytes)
-            if dead_letters
-            else None,
-        }
+        batch = PendingBatch.of(queries, interactions, dead_letters)
+        raw_max = self.settings.dead_letter_raw_max_bytes
         with self._lock:  # registered names are per connection: one batch at a time
-            counts = self._write(tables, offsets or {})
+            tables = batch.tables(raw_max)
+            try:
+                counts = self._write(tables, offsets or {})
+            except _RowRefusedError as exc:
+                refused = self._probe(tables)
+                if not refused:  # no row fails alone: the store itself is failing
+                    raise self._failed(tables, exc.__cause__) from exc.__cause__
+                for table, rows in refused.items():
+                    batch.refuse(table, rows)
+                tables = batch.tables(raw_max)
+                try:
+                    counts = self._write(tables, offsets or {})
+                except _RowRefusedError as again:
+                    raise self._failed(tables, again.__cause__) from again.__cause__
         inserted = counts["queries"] + counts["interactions"]
-        duplicates = len(queries) + len(interactions) - inserted
-        result = BatchResult(inserted, duplicates, counts["dead_letters"])
+        result = BatchResult(
+            inserted, batch.events - inserted, counts["dead_letters"], tuple(batch.refused)
+        )
         logger.debug("stored batch: %s", result)
         return result
 
@@ -121,25 +139,56 @@ class EventStore:
         self, tables: dict[str, pa.Table | None], offsets: Mapping[tuple[str, int], int]
     ) -> dict[str, int]:
         present = [name for name, table in tables.items() if table is not None]
-        for name in present:
-            self.con.register(f"batch_{name}", tables[name])
         try:
+            # Registered inside the transaction: BEGIN closes any result a reader of
+            # ``con`` left open, which would make register() fail.
             with self.transaction() as con:
+                for name in present:
+                    con.register(f"batch_{name}", tables[name])
                 counts = {
                     name: self._insert(con, name) if name in present else 0 for name in tables
                 }
                 self._upsert_offsets(con, offsets)
+        except _ROW_ERRORS as exc:
+            raise _RowRefusedError from exc
         except duckdb.Error as exc:
-            rows = {name: 0 if t is None else t.num_rows for name, t in tables.items()}
-            raise StoreError(
-                f"could not write a batch of {rows['queries']} queries, {rows['interactions']} "
-                f"interactions and {rows['dead_letters']} dead letters to {self.path}: {exc}. "
-                "Nothing of the batch was stored; the consumer re-reads it from the stored offsets."
-            ) from exc
+            raise self._failed(tables, exc) from exc
         finally:
-            for name in present:
-                self.con.unregister(f"batch_{name}")
+            self._unregister(present)
         return counts
+
+    def _unregister(self, names: list[str]) -> None:
+        for name in names:
+            with contextlib.suppress(duckdb.Error):  # never registered, or the store is gone
+                self.con.unregister(f"batch_{name}")
+
+    def _probe(self, tables: dict[str, pa.Table | None]) -> dict[str, dict[int, str]]:
+        """Insert each row alone, rolled back, and return those DuckDB refuses (index → why).
+
+        Runs only after a batch failed with a row error, so its cost (a transaction per row)
+        is paid for poison batches alone."""
+        refused: dict[str, dict[int, str]] = {}
+        for name, table in tables.items():
+            for index in range(0 if table is None else table.num_rows):
+                assert table is not None
+                self.con.execute("BEGIN TRANSACTION")
+                self.con.register(f"batch_{name}", table.slice(index, 1))
+                try:
+                    self._insert(self.con, name)
+                except _ROW_ERRORS as exc:
+                    refused.setdefault(name, {})[index] = f"row not storable: {exc}"
+                finally:
+                    self.con.execute("ROLLBACK")
+                    self._unregister([name])
+        return refused
+
+    def _failed(self, tables: dict[str, pa.Table | None], exc: BaseException | None) -> StoreError:
+        rows = {name: 0 if t is None else t.num_rows for name, t in tables.items()}
+        return StoreError(
+            f"could not write a batch of {rows['queries']} queries, {rows['interactions']} "
+            f"interactions and {rows['dead_letters']} dead letters to {self.path}: {exc}. "
+            "Nothing of the batch was stored; the consumer re-reads it from the stored offsets."
+        )
 
     def stored_offsets(self, topic: str) -> dict[int, int]:
         """The next offset to read per partition of ``topic`` (empty before the first batch)."""
@@ -172,8 +221,8 @@ class EventStore:
         row = con.execute(
             f"INSERT INTO {name} BY NAME SELECT * FROM batch_{name} "
             f"ON CONFLICT ({_KEYS[name]}) DO NOTHING"
-        ).fetchone()
-        return int(row[0]) if row else 0
+        ).fetchall()
+        return int(row[0][0]) if row else 0
 
     @staticmethod
     def _upsert_offsets(

@@ -10,7 +10,8 @@ kafka-python 3.0.12 (see ``tests/integration/test_kafka_broker.py``):
 * ``bootstrap_timeout_ms`` and ``max_block_ms`` are small: kafka-python 3 blocks in the
   ``KafkaProducer`` constructor until it reaches a broker (30 s by default) and in ``send()``
   while it has no metadata for the topic. A down broker must never stall a search.
-* kafka-python 3 has no ``buffer_memory``; ``max_pending`` is a bound the caller enforces.
+* kafka-python 3 has no ``buffer_memory``; the spool's ``max_events`` and ``max_bytes`` bound
+  what encoder_server holds (on disk and in memory) until Kafka acknowledges it.
 * ``session_timeout_ms`` decides how long a group join takes on tansu (about half of it);
   the ingest uses manual assignment, so this matters only for group mode.
 """
@@ -51,12 +52,6 @@ class ProducerSettings(BaseModel):
         default=2_000, ge=100, description="Longest the constructor waits for a broker."
     )
     max_request_size: int = Field(default=1_048_576, ge=1_024)
-    max_pending: int = Field(
-        default=10_000,
-        ge=1,
-        description="Unacknowledged records the publisher holds before it drops new ones "
-        "(kafka-python 3 has no buffer_memory bound).",
-    )
 
     @field_validator("acks", mode="before")
     @classmethod
@@ -73,6 +68,31 @@ class ProducerSettings(BaseModel):
         return self
 
 
+class SpoolSettings(BaseModel):
+    """encoder_server's durable spool: events kept on disk until Kafka acknowledges them."""
+
+    max_events: int = Field(
+        default=500_000,
+        ge=1,
+        description="Events not yet acknowledged by Kafka beyond which new ones are refused "
+        "(POST /events answers 503 with Retry-After; served lists are counted and dropped).",
+    )
+    max_bytes: int = Field(
+        default=128 * 1024 * 1024,
+        ge=1024,
+        description="The same bound in bytes of event JSON (held on disk and in memory).",
+    )
+    segment_bytes: int = Field(
+        default=4 * 1024 * 1024,
+        ge=1024,
+        description="Size at which the spool starts a new file; a file is deleted once Kafka "
+        "acknowledged all of it.",
+    )
+    sync_timeout_s: float = Field(
+        default=5.0, gt=0, description="Longest POST /events waits for its events' fsync."
+    )
+
+
 class ConsumerSettings(BaseModel):
     """How feedback_ingest reads (manual partition assignment, offsets kept in DuckDB)."""
 
@@ -83,7 +103,17 @@ class ConsumerSettings(BaseModel):
     auto_offset_reset: Literal["earliest", "latest"] = Field(
         default="earliest", description="Where a partition with no stored offset starts."
     )
-    max_poll_records: int = Field(default=500, ge=1)
+    max_poll_records: int = Field(
+        default=5_000,
+        ge=1,
+        description="Records per poll batch, i.e. per DuckDB transaction (benchmarks/ingest.py).",
+    )
+    check_crcs: bool = Field(
+        default=False,
+        description="Re-check each record batch's CRC-32C in the consumer. kafka-python does "
+        "it in pure Python (about half the ingest's time); the broker checked it on produce "
+        "and TCP checks the transfer.",
+    )
     max_poll_interval_ms: int = Field(default=6_000, ge=1_000)
     session_timeout_ms: int = Field(
         default=6_000, ge=1_000, description="A group join on tansu takes about half of this."
@@ -132,6 +162,7 @@ class KafkaSettings(BaseModel):
     dlq_partitions: int = Field(default=1, ge=1)
     replication_factor: int = Field(default=1, ge=1)
     producer: ProducerSettings = Field(default_factory=ProducerSettings)
+    spool: SpoolSettings = Field(default_factory=SpoolSettings)
     consumer: ConsumerSettings = Field(default_factory=ConsumerSettings)
 
     def bootstrap(self) -> str:
@@ -152,8 +183,7 @@ class KafkaSettings(BaseModel):
 
     def producer_config(self, bootstrap: str | None = None) -> dict[str, Any]:
         """Keyword arguments for ``kafka.KafkaProducer``."""
-        config = self.producer.model_dump(exclude={"max_pending"})
-        return {**config, **self._common(bootstrap, "producer")}
+        return {**self.producer.model_dump(), **self._common(bootstrap, "producer")}
 
     def consumer_config(self, bootstrap: str | None = None) -> dict[str, Any]:
         """Keyword arguments for a manually assigned ``kafka.KafkaConsumer`` (no group)."""

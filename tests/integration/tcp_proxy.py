@@ -9,10 +9,12 @@ import threading
 
 class DroppingProxy:
     """Forwards ``127.0.0.1:listen_port`` to ``127.0.0.1:target_port``; ``drop()`` resets every
-    live connection, as a flaky network or a load balancer restart would."""
+    live connection, as a flaky network or a load balancer restart would; ``cut()`` also
+    refuses new ones until ``restore()`` (an outage)."""
 
     def __init__(self, listen_port: int, target_port: int) -> None:
         self.target_port = target_port
+        self.down = False
         self._server = socket.create_server(("127.0.0.1", listen_port))
         self._conns: list[socket.socket] = []
         self._lock = threading.Lock()
@@ -25,6 +27,9 @@ class DroppingProxy:
                 client, _ = self._server.accept()
             except OSError:
                 return
+            if self.down:
+                client.close()
+                continue
             try:
                 upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=5)
             except OSError:
@@ -57,6 +62,15 @@ class DroppingProxy:
             )
             conn.close()
         return len(conns)
+
+    def cut(self) -> None:
+        """Refuse new connections and reset the live ones."""
+        self.down = True
+        self.drop()
+
+    def restore(self) -> None:
+        """Forward new connections again."""
+        self.down = False
 
     def close(self) -> None:
         self._closed = True
