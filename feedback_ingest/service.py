@@ -19,10 +19,10 @@ from feedback_ingest.consumer import BatchStats, Ingestor
 from feedback_ingest.store import (
     EventStore,
     StoreError,
-    latest_snapshot,
     refresh_derived,
     write_snapshot,
 )
+from services import snapshots
 from services.metrics import (
     INGEST_STORE_FAILURES,
     INTERLEAVING_LISTS,
@@ -40,7 +40,7 @@ from services.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-SNAPSHOT_REQUEST = ".snapshot-request"
+SNAPSHOT_REQUEST = snapshots.SNAPSHOT_REQUEST
 
 T = TypeVar("T")
 
@@ -56,24 +56,9 @@ def exports_dir(settings: Settings) -> Path:
 
 
 def request_snapshot(settings: Settings, wait_s: float = 60) -> Path:
-    """Ask the running ingest (which owns the DuckDB file) for a snapshot and wait for it.
-
-    Raises:
-        StoreError: no new snapshot appeared within ``wait_s`` (the ingest is stuck or gone).
-    """
-    exports = exports_dir(settings)
-    before = latest_snapshot(exports)
-    exports.mkdir(parents=True, exist_ok=True)
-    (exports / SNAPSHOT_REQUEST).touch()
-    deadline = time.monotonic() + wait_s
-    while (found := latest_snapshot(exports)) == before and time.monotonic() < deadline:
-        time.sleep(0.2)
-    if found is None or found == before:
-        raise StoreError(
-            f"the running ingest did not write a snapshot within {wait_s:.0f} s; is it "
-            "stuck? See its log."
-        )
-    return found
+    """Ask the running ingest for a snapshot and wait for it
+    (:func:`services.snapshots.request_snapshot`)."""
+    return snapshots.request_snapshot(exports_dir(settings), wait_s)
 
 
 def publish_online_metrics(store: EventStore, settings: Settings) -> None:

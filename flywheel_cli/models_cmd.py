@@ -143,6 +143,37 @@ def canary_evaluate() -> None:
     _show(registry.pointers(), settings)
 
 
+@canary_app.command("watch")
+def canary_watch(
+    every: Annotated[
+        float, typer.Option(help="Seconds between two looks (each on a snapshot this fresh).")
+    ] = 60.0,
+    metrics_port: Annotated[
+        int, typer.Option(help="Serve Prometheus metrics on this port (0: off).")
+    ] = 9466,
+) -> None:
+    """Judge the canary every EVERY seconds until SIGTERM or Ctrl-C (promote, roll back, wait)."""
+    import signal
+    import threading
+
+    from retrainer.watch import watch
+
+    settings = Settings()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    if metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(metrics_port)
+    console.print(f"judging the canary every {every:g} s; metrics on :{metrics_port or '-'}")
+    try:
+        applied = watch(settings, every_s=every, stop=stop)
+    except KeyboardInterrupt:
+        stop.set()
+        raise
+    console.print(f"stopped; {applied} decision(s) applied")
+
+
 @canary_app.command("promote")
 def canary_promote() -> None:
     """Make the canary production now (manual override of the controller)."""

@@ -137,22 +137,10 @@ def retrain(
             from prometheus_client import start_http_server
 
             start_http_server(metrics_port)
-    from retrainer.canary import run_controller
-    from services.registry import ModelRegistry
-
-    registry = ModelRegistry(settings.registry_dir)
+    # The canary is judged by `flywheel canary watch`; retraining does not wait for it (a newer
+    # candidate that passes the gate supersedes a canary still undecided).
     while True:
         try:
-            if registry.pointers().canary is not None:
-                decision = run_controller(settings)
-                console.print(f"canary {decision.decision}: {decision.reason}")
-            if registry.pointers().canary is not None:
-                # A new candidate would replace a canary still being judged by shoppers.
-                console.print("[yellow]skipped[/yellow]: the canary is still under evaluation")
-                _push_metrics(settings)
-                if interval is None or stop.wait(interval):
-                    return
-                continue
             outcome = run_retrain(settings, stage=lambda name: console.print(f"· {name}"))
             colour = {"skipped": "yellow", "rejected": "red"}.get(outcome.status, "green")
             console.print(f"[{colour}]{outcome.status}[/{colour}]: {outcome.message}")

@@ -28,7 +28,7 @@ from retrainer.scratch import readable_index
 from retrainer.training import TrainingExample, train_splade
 from services.cards import DataWindow
 from services.catalog_store import load_products
-from services.decisions import GateDecision
+from services.decisions import CanaryDecision, GateDecision, append_canary_decision
 from services.encoding.base import SpladeEncoder
 from services.encoding.package import register_model
 from services.encoding.torch_splade import load_mlm
@@ -240,6 +240,25 @@ def _run(settings: Settings, registry: ModelRegistry, stage: Stage) -> RetrainOu
     return _publish(settings, registry, decision, heldout)
 
 
+def _supersede_canary(settings: Settings, registry: ModelRegistry, newer: str) -> None:
+    """A canary still undecided when a newer candidate passes the gate gives way to it (the
+    newer one learnt from more feedback); the log says so."""
+    pointers = registry.pointers()
+    if pointers.canary is None:
+        return
+    append_canary_decision(
+        registry.root,
+        CanaryDecision(
+            decision="rollback",
+            reason=f"superseded by {newer}, a newer candidate that passed the gate",
+            production_version=pointers.production,
+            canary_version=pointers.canary,
+            policy=settings.retrain.canary,
+        ),
+    )
+    logger.info("canary %s superseded by %s", pointers.canary, newer)
+
+
 def guard_spec(settings: Settings) -> str | None:
     """The labelled guard set: the configured one, else the first labelled bootstrap set
     (labels the operator already trusts). None: no labels here, the gate relies on the
@@ -369,6 +388,7 @@ def _publish(
         return RetrainOutcome("rejected", "; ".join(decision.reasons), version, decision, report)
     fraction = settings.retrain.canary_fraction
     if fraction > 0:
+        _supersede_canary(settings, registry, version)
         registry.set_canary(version, fraction, actor="retrainer")
         return RetrainOutcome(
             "canary",

@@ -41,3 +41,7 @@ class EventBusError(FlywheelError):
 
 class QueryError(FlywheelError):
     """A search request is invalid; the message tells the caller what to fix (HTTP 4xx)."""
+
+
+class SnapshotError(FlywheelError):
+    """No event-store snapshot could be found or obtained."""

@@ -227,8 +227,14 @@ CANARY_DECISIONS = Counter(
 )
 CANARY_NDCG_DIFF = Gauge(
     "flywheel_canary_ndcg_difference",
-    "Online nDCG@10 of the canary minus production at the last decision, with its bounds.",
+    "The canary's measured advantage at the last decision, with its bounds: win share - 1/2 "
+    "when judged by interleaving, online nDCG@10 difference when judged by A/B.",
     ["bound"],
+)
+CANARY_WATCH_LOOKS = Counter(
+    "flywheel_canary_watch_looks_total",
+    "Looks of `flywheel canary watch` by outcome: judged, idle (no canary), failed.",
+    ["outcome"],
 )
 BUILD_INFO = Info("flywheel_build", "Flywheel version.")
 

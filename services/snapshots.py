@@ -24,6 +24,8 @@ import duckdb
 LATEST = "latest"
 PREFIX = "snapshot-"
 MANIFEST = "manifest.json"
+SNAPSHOT_REQUEST = ".snapshot-request"
+"""A file in the exports folder by which any process asks the running ingest for a snapshot."""
 
 
 class Table(StrEnum):
@@ -64,6 +66,31 @@ def read_manifest(snapshot: Path) -> dict[str, Any]:
     """The parsed ``manifest.json`` of a snapshot folder."""
     data: dict[str, Any] = json.loads((snapshot / MANIFEST).read_text(encoding="utf-8"))
     return data
+
+
+def request_snapshot(exports_dir: Path, wait_s: float = 60) -> Path:
+    """Ask the running ingest (the one writer of the event store) for a snapshot and wait for
+    it; the ingest answers on its next poll.
+
+    Raises:
+        StoreError: no new snapshot appeared within ``wait_s`` (the ingest is stuck or gone).
+    """
+    import time
+
+    from services.errors import SnapshotError
+
+    before = latest_snapshot(exports_dir)
+    exports_dir.mkdir(parents=True, exist_ok=True)
+    (exports_dir / SNAPSHOT_REQUEST).touch()
+    deadline = time.monotonic() + wait_s
+    while (found := latest_snapshot(exports_dir)) == before and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if found is None or found == before:
+        raise SnapshotError(
+            f"the running ingest did not write a snapshot within {wait_s:.0f} s; is it "
+            "stuck? See its log."
+        )
+    return found
 
 
 def table_file(snapshot: Path, table: Table) -> Path:
