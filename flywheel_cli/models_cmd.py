@@ -16,7 +16,7 @@ from rich.table import Table
 
 from flywheel_cli.ui import console, fail
 from services.errors import FlywheelError
-from services.registry import ModelRegistry, Pointers, default_actor
+from services.registry import Expected, ModelRegistry, Pointers, default_actor
 from services.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -41,6 +41,31 @@ def _change(action: Callable[[ModelRegistry], Pointers]) -> None:
     except FlywheelError as exc:
         raise fail(exc) from exc
     _show(pointers, settings)
+
+
+ExpectProduction = Annotated[
+    str | None,
+    typer.Option(
+        "--expect-production",
+        help="Act only if production is still this version (compare-and-swap).",
+    ),
+]
+ExpectCanary = Annotated[
+    str | None,
+    typer.Option(
+        "--expect-canary",
+        help="Act only if the canary is still this version ('none': no canary).",
+    ),
+]
+
+
+def _expected(
+    registry: ModelRegistry, production: str | None, canary: str | None
+) -> Expected | None:
+    """The compare-and-swap guard from --expect-production/--expect-canary."""
+    if production is None and canary is None:
+        return None
+    return Expected.given(registry.pointers(), production, canary)
 
 
 def _show(pointers: Pointers, settings: Settings) -> None:
@@ -82,15 +107,29 @@ def promote(
     version: Annotated[
         str | None, typer.Argument(help="Version to make production (default: the canary).")
     ] = None,
+    expect_production: ExpectProduction = None,
+    expect_canary: ExpectCanary = None,
 ) -> None:
     """Make the canary (or VERSION) production; the old production stays for rollback."""
-    _change(lambda registry: registry.promote(version, actor=_actor()))
+    _change(
+        lambda registry: registry.promote(
+            version,
+            actor=_actor(),
+            expect=_expected(registry, expect_production, expect_canary),
+        )
+    )
 
 
 @app.command()
-def rollback() -> None:
+def rollback(
+    expect_production: ExpectProduction = None, expect_canary: ExpectCanary = None
+) -> None:
     """Serve the previous production again and stop any canary."""
-    _change(lambda registry: registry.rollback(actor=_actor()))
+    _change(
+        lambda registry: registry.rollback(
+            actor=_actor(), expect=_expected(registry, expect_production, expect_canary)
+        )
+    )
 
 
 canary_app = typer.Typer(no_args_is_help=True, help="Run, inspect and decide the canary.")
@@ -175,15 +214,27 @@ def canary_watch(
 
 
 @canary_app.command("promote")
-def canary_promote() -> None:
+def canary_promote(
+    expect_production: ExpectProduction = None, expect_canary: ExpectCanary = None
+) -> None:
     """Make the canary production now (manual override of the controller)."""
-    _change(lambda registry: registry.promote(actor=_actor()))
+    _change(
+        lambda registry: registry.promote(
+            actor=_actor(), expect=_expected(registry, expect_production, expect_canary)
+        )
+    )
 
 
 @canary_app.command("rollback")
-def canary_rollback() -> None:
+def canary_rollback(
+    expect_production: ExpectProduction = None, expect_canary: ExpectCanary = None
+) -> None:
     """Stop the canary: every session goes to production again."""
-    _change(lambda registry: registry.clear_canary(actor=_actor()))
+    _change(
+        lambda registry: registry.clear_canary(
+            actor=_actor(), expect=_expected(registry, expect_production, expect_canary)
+        )
+    )
 
 
 @app.command("gc")
@@ -199,7 +250,15 @@ def gc_command(
     keep = keep if keep is not None else settings.retrain.keep_versions
     index_dir = settings.index_dir if settings.qdrant.url is None else None
     try:
-        doomed = registry.garbage_collect(keep, index_dir, dry_run=dry_run, actor=_actor())
+        from retrainer.pipeline import reference_version
+
+        doomed = registry.garbage_collect(
+            keep,
+            index_dir,
+            dry_run=dry_run,
+            actor=_actor(),
+            protect=[reference_version(settings, registry)],
+        )
         if doomed and not dry_run and settings.qdrant.url is not None:
             _drop_collections(settings, doomed)
     except FlywheelError as exc:

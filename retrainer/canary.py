@@ -35,7 +35,7 @@ from services.decisions import (
 from services.errors import RegistryError
 from services.evaluation.sequential import Verdict, msprt_bernoulli, msprt_normal
 from services.metrics import CANARY_DECISIONS, CANARY_NDCG_DIFF
-from services.registry import ModelRegistry
+from services.registry import Expected, ModelRegistry
 from services.settings import CanaryPolicy, Settings
 from services.snapshots import Snapshot
 
@@ -258,21 +258,13 @@ def run_controller(settings: Settings, *, apply: bool = True) -> CanaryDecision:
 
 
 def _apply(registry: ModelRegistry, decision: CanaryDecision) -> None:
-    """Promote or roll back exactly the versions judged (compare-and-swap)."""
-    expected = registry.pointers()
-    if (expected.production, expected.canary) != (
-        decision.production_version,
-        decision.canary_version,
-    ):
-        raise RegistryError(
-            f"the pointers changed while the canary was judged (judged production "
-            f"{decision.production_version} + canary {decision.canary_version}, now "
-            f"{expected.production} + {expected.canary})"
-        )
+    """Promote or roll back exactly the versions judged: compare-and-swap under the registry
+    lock, so a canary replaced while it was judged is left alone."""
+    judged = Expected(decision.production_version, decision.canary_version)
     if decision.decision == "promote":
-        registry.promote(actor="canary-controller")
+        registry.promote(decision.canary_version, actor="canary-controller", expect=judged)
     else:
-        registry.clear_canary(actor="canary-controller")
+        registry.clear_canary(actor="canary-controller", expect=judged)
 
 
 def decisions(registry: ModelRegistry) -> list[CanaryDecision]:

@@ -31,6 +31,10 @@ class RegistryError(FlywheelError):
     """The model registry is missing a version, a pointer or a file, or a hash does not match."""
 
 
+class PointersChangedError(RegistryError):
+    """A compare-and-swap pointer change found other versions serving than it was decided on."""
+
+
 class SearchIndexError(FlywheelError):
     """The search index (Qdrant Edge or server) is missing or failed."""
 

@@ -22,14 +22,15 @@ import logging
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field
 
-from services.errors import RegistryError
+from services.errors import PointersChangedError, RegistryError
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +55,38 @@ class ModelCard(BaseModel):
     training: dict[str, Any] = Field(default_factory=dict)
     metrics: dict[str, Any] = Field(default_factory=dict)
     gate: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Expected:
+    """The pointers a change was decided on (compare-and-swap): the change applies only if
+    production and canary are still these, so a decision about one canary never acts on
+    another that replaced it meanwhile."""
+
+    production: str | None
+    canary: str | None
+
+    @classmethod
+    def given(cls, now: Pointers, production: str | None, canary: str | None) -> Expected | None:
+        """The guard an operator asks for (``--expect-production``, ``expect_canary=``...):
+        a side not named is taken as it is ``now``; canary ``"none"`` means no canary. None
+        when neither is named."""
+        if production is None and canary is None:
+            return None
+        return cls(
+            production if production is not None else now.production,
+            None if canary == "none" else canary if canary is not None else now.canary,
+        )
+
+    def check(self, current: Pointers, action: str) -> None:
+        """Raise :class:`PointersChangedError` when ``current`` is not what the decision saw."""
+        if (current.production, current.canary) != (self.production, self.canary):
+            raise PointersChangedError(
+                f"Refusing to {action}: it was decided on production {self.production} + "
+                f"canary {self.canary}, but the registry now has production "
+                f"{current.production} + canary {current.canary}. Look again "
+                "(`flywheel canary status`) and decide on what serves now."
+            )
 
 
 class Pointers(BaseModel):
@@ -217,8 +250,16 @@ class ModelRegistry:
         )
 
     # -- operations (each one read-modify-write under the lock, recorded in events.jsonl) ----
-    def set_canary(self, version: str, fraction: float, *, actor: str | None = None) -> Pointers:
-        """Route ``fraction`` of sessions (0 < fraction <= 1) to ``version``."""
+    def set_canary(
+        self,
+        version: str,
+        fraction: float,
+        *,
+        actor: str | None = None,
+        expect: Expected | None = None,
+    ) -> Pointers:
+        """Route ``fraction`` of sessions (0 < fraction <= 1) to ``version``; with ``expect``,
+        only if the pointers are still those."""
         if not 0.0 < fraction <= 1.0:
             raise RegistryError(
                 f"Canary fraction {fraction} is outside (0, 1]; pass e.g. 0.1 for 10% of "
@@ -226,6 +267,8 @@ class ModelRegistry:
             )
         with self.locked():
             current = self.pointers()
+            if expect is not None:
+                expect.check(current, f"start canary {version}")
             if version == current.production:
                 raise RegistryError(
                     f"{version} is already production; a canary must be another version "
@@ -236,10 +279,13 @@ class ModelRegistry:
                 current.model_copy(update=update), action="canary", actor=actor
             )
 
-    def clear_canary(self, *, actor: str | None = None) -> Pointers:
-        """Stop the canary: every session goes to production again."""
+    def clear_canary(self, *, actor: str | None = None, expect: Expected | None = None) -> Pointers:
+        """Stop the canary: every session goes to production again; with ``expect``, only if
+        the pointers are still those."""
         with self.locked():
             current = self.pointers()
+            if expect is not None:
+                expect.check(current, "stop the canary")
             if current.canary is None:
                 return current
             update = {"canary": None, "canary_fraction": 0.0}
@@ -247,10 +293,19 @@ class ModelRegistry:
                 current.model_copy(update=update), action="clear_canary", actor=actor
             )
 
-    def promote(self, version: str | None = None, *, actor: str | None = None) -> Pointers:
-        """Make the canary (or ``version``) production; the old production goes to history."""
+    def promote(
+        self,
+        version: str | None = None,
+        *,
+        actor: str | None = None,
+        expect: Expected | None = None,
+    ) -> Pointers:
+        """Make the canary (or ``version``) production; the old production goes to history.
+        With ``expect``, only if production and canary are still those (compare-and-swap)."""
         with self.locked():
             current = self.pointers()
+            if expect is not None:
+                expect.check(current, f"promote {version or current.canary}")
             target = version or current.canary
             if target is None:
                 raise RegistryError(
@@ -261,10 +316,13 @@ class ModelRegistry:
                 return current
             return self._set_production(target, "promote", actor)
 
-    def rollback(self, *, actor: str | None = None) -> Pointers:
-        """Production := the last history entry (taken off the history); clears the canary."""
+    def rollback(self, *, actor: str | None = None, expect: Expected | None = None) -> Pointers:
+        """Production := the last history entry (taken off the history); clears the canary.
+        With ``expect``, only if production and canary are still those (compare-and-swap)."""
         with self.locked():
             current = self.pointers()
+            if expect is not None:
+                expect.check(current, "roll back")
             if not current.history:
                 raise RegistryError(
                     f"Nothing to roll back to: production {current.production} has no earlier "
@@ -288,11 +346,13 @@ class ModelRegistry:
         *,
         dry_run: bool = False,
         actor: str | None = None,
+        protect: Collection[str | None] = (),
     ) -> list[str]:
         """Delete versions nobody needs; return them (oldest first).
 
         A version is kept if it is production or canary, one of the ``keep`` newest versions,
-        or one of the last ``keep`` history entries (so ``keep`` rollbacks in a row work).
+        one of the last ``keep`` history entries (so ``keep`` rollbacks in a row work), or in
+        ``protect`` (the gate's fixed reference, so that losses cannot add up unseen).
         Everything else goes: its model folder and, with ``index_dir``, its Edge index at
         ``index_dir/<version>``. History entries of deleted versions are dropped first, so the
         pointers never name a missing version. A server that still has a deleted version
@@ -303,7 +363,7 @@ class ModelRegistry:
         with self.locked():
             current = self.pointers()
             versions = self.versions()
-            kept = {current.production, current.canary, *versions[-keep:]}
+            kept = {current.production, current.canary, *versions[-keep:], *protect}
             kept.update(current.history[-keep:])
             doomed = [v for v in versions if v not in kept]
             if dry_run or not doomed:

@@ -21,8 +21,8 @@ from pydantic import BaseModel, Field
 from encoder_server.deps import HolderDep, SettingsDep
 from encoder_server.holder import ModelHolder
 from encoder_server.schemas import ErrorResponse, ModelStatus
-from services.errors import RegistryError
-from services.registry import Pointers
+from services.errors import PointersChangedError, RegistryError
+from services.registry import Expected, Pointers
 
 logger = logging.getLogger(__name__)
 
@@ -89,9 +89,29 @@ STATE_RESPONSES: dict[int | str, dict[str, Any]] = {
     403: {"model": ErrorResponse, "description": "Admin endpoints are off (no token set)."},
     409: {
         "model": ErrorResponse,
-        "description": "Registry changed; this replica could not load it.",
+        "description": "The pointers are not the expected ones (pointers_changed), or the "
+        "registry changed and this replica could not load it (load_failed).",
     },
 }
+
+ExpectProduction = Annotated[
+    str | None,
+    Query(description="Compare-and-swap: act only if production is still this version."),
+]
+ExpectCanary = Annotated[
+    str | None,
+    Query(
+        description="Compare-and-swap: act only if the canary is still this version "
+        "('none': no canary)."
+    ),
+]
+
+
+def _expect(holder: ModelHolder, production: str | None, canary: str | None) -> Expected | None:
+    if production is None and canary is None:
+        return None
+    return Expected.given(holder.registry.pointers(), production, canary)
+
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 
@@ -127,6 +147,8 @@ def _apply(
     if change is not None:
         try:
             change()
+        except PointersChangedError as exc:
+            return JSONResponse({"error": "pointers_changed", "message": str(exc)}, status_code=409)
         except RegistryError as exc:
             return JSONResponse({"error": "bad_request", "message": str(exc)}, status_code=400)
     holder.refresh(force=True)
@@ -159,15 +181,27 @@ def promote(
     version: Annotated[
         str | None, Query(description="Version to promote; default: the canary.")
     ] = None,
+    expect_production: ExpectProduction = None,
+    expect_canary: ExpectCanary = None,
 ) -> AdminState | JSONResponse:
     """Make the canary (or the given version) production; the old one becomes a rollback target."""
-    return _apply(holder, lambda: holder.registry.promote(version, actor=_actor(request)))
+    expect = _expect(holder, expect_production, expect_canary)
+    return _apply(
+        holder, lambda: holder.registry.promote(version, actor=_actor(request), expect=expect)
+    )
 
 
 @router.post("/rollback", response_model=AdminState, responses=STATE_RESPONSES)
-def rollback(_: AdminDep, request: Request, holder: HolderDep) -> AdminState | JSONResponse:
+def rollback(
+    _: AdminDep,
+    request: Request,
+    holder: HolderDep,
+    expect_production: ExpectProduction = None,
+    expect_canary: ExpectCanary = None,
+) -> AdminState | JSONResponse:
     """Serve the previous production again and stop any canary."""
-    return _apply(holder, lambda: holder.registry.rollback(actor=_actor(request)))
+    expect = _expect(holder, expect_production, expect_canary)
+    return _apply(holder, lambda: holder.registry.rollback(actor=_actor(request), expect=expect))
 
 
 @router.post("/canary", response_model=AdminState, responses=STATE_RESPONSES)
@@ -185,9 +219,18 @@ def canary(
 
 
 @router.delete("/canary", response_model=AdminState, responses=STATE_RESPONSES)
-def clear_canary(_: AdminDep, request: Request, holder: HolderDep) -> AdminState | JSONResponse:
+def clear_canary(
+    _: AdminDep,
+    request: Request,
+    holder: HolderDep,
+    expect_production: ExpectProduction = None,
+    expect_canary: ExpectCanary = None,
+) -> AdminState | JSONResponse:
     """Stop the canary: every session goes to production."""
-    return _apply(holder, lambda: holder.registry.clear_canary(actor=_actor(request)))
+    expect = _expect(holder, expect_production, expect_canary)
+    return _apply(
+        holder, lambda: holder.registry.clear_canary(actor=_actor(request), expect=expect)
+    )
 
 
 @router.get("/models", response_model=ModelsResponse)

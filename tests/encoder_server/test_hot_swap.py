@@ -257,7 +257,12 @@ def test_admin_endpoints_with_a_token(home: TwoVersions) -> None:
             "/admin/canary", params={"version": "v1", "fraction": 0.5}, headers=right
         )
         assert canary.status_code == 200 and len(canary.json()["serving"]) == 2
-        assert client.delete("/admin/canary", headers=right).json()["pointers"]["canary"] is None
+        # Compare-and-swap: a stop decided on another canary is refused, and nothing changes.
+        stale = client.delete("/admin/canary", params={"expect_canary": "v2"}, headers=right)
+        assert stale.status_code == 409 and stale.json()["error"] == "pointers_changed"
+        assert client.get("/admin/models").json()["pointers"]["canary"] == "v1"
+        stopped = client.delete("/admin/canary", params={"expect_canary": "v1"}, headers=right)
+        assert stopped.json()["pointers"]["canary"] is None
         unknown = client.post("/admin/promote", params={"version": "v9"}, headers=right)
         assert unknown.status_code == 400 and "v9" in unknown.json()["message"]
         rolled = client.post("/admin/rollback", headers=right).json()

@@ -20,7 +20,7 @@ COMMANDS = (
     *("index", "serve", "broker", "ingest", "snapshot", "models", "eval", "train", "retrain"),
     *("promote", "rollback", "canary", "gc", "demo"),
 )
-CANARY = ("start", "status", "evaluate", "promote", "rollback")
+CANARY = ("start", "status", "evaluate", "watch", "promote", "rollback")
 
 
 def invoke(*args: str) -> typer.testing.Result:

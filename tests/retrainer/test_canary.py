@@ -239,7 +239,7 @@ def test_a_decision_applies_only_to_the_versions_judged(tmp_path: Path) -> None:
     from retrainer.canary import _apply
     from services.errors import RegistryError
 
-    with pytest.raises(RegistryError, match="changed while the canary was judged"):
+    with pytest.raises(RegistryError, match="decided on production v1 \\+ canary v2"):
         _apply(registry, judged)
     assert (registry.pointers().production, registry.pointers().canary) == ("v1", "v3")
 

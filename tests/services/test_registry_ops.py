@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
-from services.errors import RegistryError
-from services.registry import ModelRegistry
+from services.errors import PointersChangedError, RegistryError
+from services.registry import Expected, ModelRegistry, Pointers
 from tests.services.test_registry import publish_dummy
 
 
@@ -152,3 +153,58 @@ def test_cli_commands_edit_the_registry(tmp_path: Path, monkeypatch: pytest.Monk
     assert "deleted: v2" in result.output
     assert registry.versions() == ["v1", "v3"]
     assert all(e["actor"].startswith("cli:") for e in registry.events()[1:])
+
+
+def test_pointer_changes_compare_and_swap_on_the_judged_versions(tmp_path: Path) -> None:
+    registry = registry_with(tmp_path, 4)
+    registry.set_production("v1", actor="test")
+    registry.set_canary("v2", 0.5, actor="test")
+    judged = Expected("v1", "v2")
+    # The canary judged was v2; v3 replaced it meanwhile: neither promote nor stop acts on v3.
+    registry.set_canary("v3", 0.5, actor="retrainer")
+    before = registry.pointers()
+    changes: list[Callable[[], Pointers]] = [
+        lambda: registry.promote("v2", expect=judged),
+        lambda: registry.promote(expect=judged),
+        lambda: registry.clear_canary(expect=judged),
+        lambda: registry.rollback(expect=judged),
+        lambda: registry.set_canary("v4", 0.5, expect=judged),
+    ]
+    for change in changes:
+        with pytest.raises(PointersChangedError, match="production v1 \\+ canary v3"):
+            change()
+        assert registry.pointers() == before
+    # On the versions that still serve, the change applies.
+    after = registry.promote(expect=Expected("v1", "v3"))
+    assert (after.production, after.canary, after.history) == ("v3", None, ["v1"])
+    assert registry.rollback(expect=Expected("v3", None)).production == "v1"
+
+
+def test_gc_keeps_the_protected_reference(tmp_path: Path) -> None:
+    registry = registry_with(tmp_path, 5)
+    registry.set_production("v5", actor="test")
+    assert registry.garbage_collect(1, dry_run=True) == ["v1", "v2", "v3", "v4"]
+    assert registry.garbage_collect(1, protect=["v1", None]) == ["v2", "v3", "v4"]
+    assert registry.versions() == ["v1", "v5"]
+
+
+def test_cli_promote_and_rollback_refuse_when_the_expected_versions_changed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flywheel_cli.main import app
+
+    registry = registry_with(tmp_path, 3)
+    registry.set_production("v1")
+    registry.set_canary("v3", 0.1)
+    monkeypatch.setenv("FLYWHEEL_HOME", str(tmp_path))
+    runner = CliRunner()
+    refused = runner.invoke(app, ["canary", "promote", "--expect-canary", "v2"])
+    assert refused.exit_code == 2, refused.output
+    assert "Refusing to promote v3" in " ".join(refused.output.split())
+    refused = runner.invoke(app, ["rollback", "--expect-production", "v2"])
+    assert refused.exit_code == 2 and registry.pointers().canary == "v3"
+    done = runner.invoke(app, ["canary", "promote", "--expect-canary", "v3"])
+    assert done.exit_code == 0, done.output
+    assert registry.pointers().production == "v3"
+    stopped = runner.invoke(app, ["canary", "rollback", "--expect-canary", "none"])
+    assert stopped.exit_code == 0, stopped.output
