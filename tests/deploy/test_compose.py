@@ -29,7 +29,13 @@ pytestmark = pytest.mark.integration
 jsonschema = importlib.import_module("jsonschema")
 
 SCHEMA = Path(__file__).with_name("compose-spec.json")
-FLYWHEEL_SERVICES = {"index", "encoder-server", "feedback-ingest", "retrainer"}
+FLYWHEEL_SERVICES = {
+    "index",
+    "encoder-server",
+    "feedback-ingest",
+    "retrainer",
+    "canary-controller",
+}
 
 
 def services() -> dict[str, dict[str, Any]]:
@@ -100,13 +106,22 @@ def test_expected_commands() -> None:
         "9465",
     ]
     assert command("index")[:2] == ["index", "--catalog"]
+    assert command("canary-controller") == [
+        "canary",
+        "watch",
+        "--every",
+        "60",
+        "--metrics-port",
+        "9466",
+    ]
 
 
 def test_images_and_builds() -> None:
     found = services()
     for name in FLYWHEEL_SERVICES:
         build = found[name]["build"]
-        target = "serve" if name in {"encoder-server", "feedback-ingest"} else "train"
+        serve = {"encoder-server", "feedback-ingest", "canary-controller"}
+        target = "serve" if name in serve else "train"
         assert build["target"] == target, f"{name} runs the {target} image"
         assert (COMPOSE.parent / build["context"] / build["dockerfile"]).is_file()
         assert found[name]["image"] == f"flywheel:{target}"
@@ -146,6 +161,7 @@ def test_prometheus_scrapes_the_compose_services() -> None:
             "FLYWHEEL_INGEST__METRICS_PORT"
         ],
         "retrainer": command("retrainer")[-1],
+        "canary-controller": command("canary-controller")[-1],
     }
     targets = {
         target

@@ -187,7 +187,7 @@ def test_resources_and_security_on_every_container(kustomization: str) -> None:
 @pytest.mark.parametrize("kustomization", KUSTOMIZATIONS)
 def test_flywheel_commands_are_readme_commands(kustomization: str) -> None:
     found = flywheel_containers(render(kustomization))
-    assert {c["args"][0] for c in found} == {"serve", "ingest", "retrain", "index"}
+    assert {c["args"][0] for c in found} == {"serve", "ingest", "retrain", "index", "canary"}
     for container in found:
         assert container["args"][0] in readme_commands(), container["name"]
 
@@ -229,6 +229,7 @@ def test_service_monitors_find_a_port(kustomization: str) -> None:
         "encoder-server",
         "feedback-ingest",
         "retrainer",
+        "canary-controller",
     }
     jobs = set()
     for monitor in monitors:
@@ -417,7 +418,10 @@ def test_network_policies(kustomization: str) -> None:
     assert deny["podSelector"] == {} and deny["policyTypes"] == ["Ingress"]
     assert "ingress" not in deny
     egress = policies["default-deny-egress"]["spec"]["podSelector"]["matchExpressions"][0]
-    apps = {"encoder-server", "feedback-ingest", "retrainer", "flywheel-index", "qdrant"}
+    apps = {
+        *("encoder-server", "feedback-ingest", "retrainer", "canary-controller"),
+        *("flywheel-index", "qdrant"),
+    }
     assert set(egress["values"]) == apps
     for app in apps - {"flywheel-index"}:
         assert any(app in json.dumps(p["spec"]["podSelector"]) for p in policies.values())

@@ -286,13 +286,18 @@ def test_every_panel_rule_and_alert_returns_data_from_a_live_prometheus(
         "FLYWHEEL_KAFKA__TOPIC": topic,
         "FLYWHEEL_KAFKA__DLQ_TOPIC": f"{topic}.dlq",
         "FLYWHEEL_SERVER__REGISTRY_POLL_S": "1",
+        # Separate canary and production arms (not interleaved lists): the canary panels
+        # chart each arm's online nDCG.
+        "FLYWHEEL_SEARCH__INTERLEAVING": "false",
         "FLYWHEEL_INGEST__STORE__DERIVED__ATTRIBUTION_WINDOW_S": "2",
     }
     for key, value in shared.items():
         monkeypatch.setenv(key, value)
     env = dict(os.environ)
     flywheel = [sys.executable, "-m", "flywheel_cli"]
-    ports = {name: free_port() for name in ("search", "ingest", "r1", "r2", "exporter", "prom")}
+    ports = {
+        name: free_port() for name in ("search", "ingest", "r1", "r2", "exporter", "prom", "canary")
+    }
 
     # Slow starters first: they import PyTorch-free stacks and load models in parallel.
     empty_home = tmp_path / "empty-home"
@@ -328,6 +333,7 @@ def test_every_panel_rule_and_alert_returns_data_from_a_live_prometheus(
                 "flywheel-retrainer": [
                     f"127.0.0.1:{ports[name]}" for name in ("r1", "r2", "exporter")
                 ],
+                "flywheel-canary": [f"127.0.0.1:{ports['canary']}"],
             }
         )
         config_path = tmp_path / "prometheus.yml"
@@ -379,27 +385,34 @@ def test_every_panel_rule_and_alert_returns_data_from_a_live_prometheus(
         assert prom.query(canary_ndcg), "no canary online nDCG reached Prometheus"
         timings["canary phase"] = time.monotonic() - started - sum(timings.values())
 
-        # The canary controller (inside `flywheel retrain --every`) decides from the latest
-        # snapshot; both arms score alike, so it promotes v2. Its next run ends as skipped.
+        # The canary controller (`flywheel canary watch`) decides on fresh snapshots; both arms
+        # score alike and it is told not-worse-by-1.0 is enough, so it promotes v2. The
+        # retrainer's runs end as skipped (too few new pairs).
+        processes.start(
+            "canary",
+            [*flywheel, "canary", "watch", "--every", "2", "--metrics-port", str(ports["canary"])],
+            {
+                **env,
+                "FLYWHEEL_RETRAIN__CANARY__JUDGE": "ab",
+                "FLYWHEEL_RETRAIN__CANARY__TEST": "fixed",
+                "FLYWHEEL_RETRAIN__CANARY__REQUIRE_BETTER": "false",
+                "FLYWHEEL_RETRAIN__CANARY__MIN_LISTS_PER_ARM": "2",
+                "FLYWHEEL_RETRAIN__CANARY__MARGIN": "1.0",
+            },
+        )
         processes.start(
             "retrainer",
             [*flywheel, "retrain", "--every", "2s", "--metrics-port", str(ports["r1"])],
-            {
-                **env,
-                "FLYWHEEL_RETRAIN__CANARY__MIN_LISTS_PER_ARM": "2",
-                "FLYWHEEL_RETRAIN__CANARY__MARGIN": "1.0",
-                "FLYWHEEL_RETRAIN__MIN_NEW_PAIRS": "1000000",
-            },
+            {**env, "FLYWHEEL_RETRAIN__MIN_NEW_PAIRS": "1000000"},
         )
         registry = ModelRegistry(Settings(home=canary_home.home).registry_dir)
         deadline = time.monotonic() + 60
         while registry.pointers().production != canary_home.canary:
             assert time.monotonic() < deadline, (
-                f"the controller did not promote: {registry.pointers()}\n"
-                + processes.log("retrainer")
+                f"the controller did not promote: {registry.pointers()}\n" + processes.log("canary")
             )
             assert registry.pointers().canary == canary_home.canary, (
-                "the controller rolled the canary back\n" + processes.log("retrainer")
+                "the controller rolled the canary back\n" + processes.log("canary")
             )
             shop(client, queries, 1, counter)
         wait_for(

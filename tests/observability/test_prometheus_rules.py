@@ -64,7 +64,7 @@ def test_promtool_check_config_with_its_rule_files() -> None:
         assert f"Checking {path}" in result.stdout
 
 
-def test_config_scrapes_the_three_services() -> None:
+def test_config_scrapes_the_flywheel_processes() -> None:
     config = yaml.safe_load(PROMETHEUS_CONFIG.read_text())
     targets = {
         job["job_name"]: [t for sc in job["static_configs"] for t in sc["targets"]]
@@ -74,6 +74,7 @@ def test_config_scrapes_the_three_services() -> None:
         "flywheel-search": ["encoder-server:8000"],
         "flywheel-ingest": ["feedback-ingest:9464"],
         "flywheel-retrainer": ["retrainer:9465"],
+        "flywheel-canary": ["canary-controller:9466"],
     }
     resolved = {(PROMETHEUS_CONFIG.parent / f).resolve() for f in config["rule_files"]}
     assert resolved == {p.resolve() for p in RULE_FILES}
