@@ -12,13 +12,14 @@ import logging
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
+from retrainer.catalog_guard import known_item_set
 from retrainer.data import FeedbackData, load_feedback
 from retrainer.gate import CANDIDATE, PRODUCTION, REFERENCE, decide, drop_check, heldout_check
 from retrainer.guard import guard_report
@@ -45,6 +46,7 @@ from services.metrics import (
     RETRAIN_RUNS,
     RETRAIN_SECONDS,
 )
+from services.products import Product
 from services.registry import CARD, ModelRegistry, atomic_write_text
 from services.settings import Settings
 from services.snapshots import Snapshot
@@ -116,6 +118,7 @@ def run_retrain(settings: Settings, *, stage: Stage | None = None) -> RetrainOut
                 settings.retrain.keep_versions,
                 settings.index_dir if settings.qdrant.url is None else None,
                 actor="retrainer",
+                protect=[reference_version(settings, registry)],
             )
             if deleted:
                 logger.info("deleted old versions %s", ", ".join(deleted))
@@ -230,6 +233,7 @@ def _run(settings: Settings, registry: ModelRegistry, stage: Stage) -> RetrainOu
                         (parent, production, prod_index),
                         (card.version, candidate, cand_index),
                         reference,
+                        products,
                     )
             finally:
                 cand_index.close()
@@ -287,6 +291,7 @@ def _gate(
     production: tuple[str, SpladeEncoder, ProductIndex],
     candidate: tuple[str, SpladeEncoder, ProductIndex],
     reference: tuple[str, SpladeEncoder, ProductIndex] | None,
+    catalog: Sequence[Product],
 ) -> tuple[GateDecision, EvalReport | None]:
     policy = settings.retrain.gate
     mode = settings.search.default_mode
@@ -310,7 +315,6 @@ def _gate(
         )
     checks = [heldout_check(heldout, policy, production=production[0], candidate=candidate[0])]
     spec = guard_spec(settings)
-    guard = None
     if spec:
         guard = guard_report(
             settings,
@@ -320,31 +324,45 @@ def _gate(
             baseline=PRODUCTION,
             exclude_texts=data.heldout_queries.values(),
         )
+        evidence = f"labelled guard set {guard.dataset}"
+    else:
+        # No labels configured: known-item queries from the catalog's titles, on the indexes
+        # the models already have (README, "Gate").
+        known = known_item_set(catalog, at_most=settings.retrain.guard_queries)
+        guard = HeldOutEvaluator(
+            known,
+            encoder=encoders.__getitem__,
+            open_index=lambda version: nullcontext(indexes[version]),
+            rrf_k=settings.search.rrf_k,
+        ).report(
+            {role: (models[role][0], mode) for role in models},
+            baseline=PRODUCTION,
+            dataset=known.name,
+        )
+        evidence = "catalog guard: known-item queries from product titles (no labels configured)"
+    checks.append(
+        drop_check(
+            guard,
+            policy,
+            name="guard",
+            evidence=evidence,
+            control_system=PRODUCTION,
+            control=production[0],
+            candidate=candidate[0],
+        )
+    )
+    if reference is not None:
         checks.append(
             drop_check(
                 guard,
                 policy,
-                name="guard",
-                evidence=f"labelled guard set {guard.dataset} ({guard.num_queries} queries)",
-                control_system=PRODUCTION,
-                control=production[0],
+                name="reference",
+                evidence=f"{guard.dataset}, against the fixed reference",
+                control_system=REFERENCE,
+                control=reference[0],
                 candidate=candidate[0],
             )
         )
-    if reference is not None:
-        basis = guard if guard is not None else heldout
-        if basis is not None:
-            checks.append(
-                drop_check(
-                    basis,
-                    policy,
-                    name="reference",
-                    evidence=f"{basis.dataset}, against the fixed reference",
-                    control_system=REFERENCE,
-                    control=reference[0],
-                    candidate=candidate[0],
-                )
-            )
     decision = decide(
         checks,
         policy,
