@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -10,13 +9,11 @@ from typing import Any
 import duckdb
 from pydantic import BaseModel
 
+from services.decisions import read_canary_decisions
 from services.registry import ModelRegistry, Pointers
 from services.snapshots import latest_snapshot
 
 logger = logging.getLogger(__name__)
-
-CANARY_DECISIONS_LOG = "canary_decisions.jsonl"
-"""Written by the canary controller in the registry folder, one JSON decision per line."""
 
 
 class VersionStatus(BaseModel):
@@ -81,6 +78,8 @@ def collect_status(registry: ModelRegistry, exports: Path, *, last: int = 20) ->
             else ""
         )
         gate = card.gate or {}
+        # The gate's recorded checks (services.decisions.GateCheck), by name.
+        checks = {c.get("name"): c for c in gate.get("checks", []) if isinstance(c, dict)}
         versions.append(
             VersionStatus(
                 version=version,
@@ -90,22 +89,17 @@ def collect_status(registry: ModelRegistry, exports: Path, *, last: int = 20) ->
                 created_at=f"{card.created_at:%Y-%m-%d %H:%M}",
                 gate_passed=gate.get("passed"),
                 gate_reasons=list(gate.get("reasons", [])),
-                heldout_ndcg=(gate.get("heldout") or {}).get("candidate"),
-                guard_ndcg=(gate.get("guard") or {}).get("candidate"),
+                heldout_ndcg=(checks.get("heldout") or {}).get("candidate_value"),
+                guard_ndcg=(checks.get("guard") or {}).get("candidate_value"),
                 online_ndcg=online.get(version, (None, 0))[0],
                 online_lists=online.get(version, (None, 0))[1],
             )
         )
-    path = registry.root / CANARY_DECISIONS_LOG
-    decisions = (
-        [json.loads(line) for line in path.read_text("utf-8").splitlines() if line.strip()]
-        if path.is_file()
-        else []
-    )
+    decisions = read_canary_decisions(registry.root, last=last)
     return Status(
         pointers=pointers,
         versions=versions,
-        canary_decisions=decisions[-last:],
+        canary_decisions=[d.model_dump(mode="json") for d in decisions],
         timeline=registry.events()[-last:],
         snapshot=snapshot,
     )

@@ -91,7 +91,9 @@ def render(status: Status, serving: list[str]) -> str:
     )
     decisions = (
         "".join(
-            f"<li>{_e(d.get('decided_at', ''))[:19]} <b>{_e(d.get('decision'))}</b>: "
+            f"<li>{_e(d.get('decided_at', ''))[:19]} <b>{_e(d.get('decision'))}</b> "
+            f"{_e(d.get('canary_version'))} against {_e(d.get('production_version'))} "
+            f"({_e(d.get('signal') or 'no signal')}, {_e(d.get('test') or '-')}): "
             f"{_e(d.get('reason', ''))}</li>"
             for d in reversed(status.canary_decisions)
         )

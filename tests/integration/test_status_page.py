@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import socket
 import subprocess
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from services.decisions import CanaryDecision, append_canary_decision
 from services.kafka.broker import EmbeddedBroker
 from services.registry import CARD, ModelRegistry, atomic_write_text
-from services.status import CANARY_DECISIONS_LOG
+from services.settings import CanaryPolicy
 from tests.conftest import IndexedHome
 from tests.integration.conftest import CHROMIUM, CHROMIUM_FLAGS, start_server, stop_server
 
@@ -36,22 +37,27 @@ def test_status_page_renders_in_chromium(
         update={
             "gate": {
                 "passed": True,
-                "reasons": ["all rules passed"],
-                "heldout": {"production": 0.41, "candidate": 0.47},
-                "guard": {"production": 0.5, "candidate": 0.52},
+                "reasons": ["all checks passed"],
+                "checks": [
+                    {"name": "heldout", "control_value": 0.41, "candidate_value": 0.47},
+                    {"name": "guard", "control_value": 0.5, "candidate_value": 0.52},
+                ],
             }
         }
     )
     atomic_write_text(registry.path("v1") / CARD, card.model_dump_json())
-    (registry.root / CANARY_DECISIONS_LOG).write_text(
-        json.dumps(
-            {
-                "decision": "rollback",
-                "reason": "canary is worse: difference -0.0312",
-                "decided_at": "2026-11-28T03:00:00+00:00",
-            }
-        )
-        + "\n"
+    append_canary_decision(
+        registry.root,
+        CanaryDecision(
+            decision="rollback",
+            reason="canary is worse: difference -0.0312",
+            signal="interleaving",
+            test="sequential",
+            production_version="v1",
+            canary_version="v2",
+            decided_at=datetime(2026, 11, 28, 3, tzinfo=UTC),
+            policy=CanaryPolicy(),
+        ),
     )
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -85,6 +91,8 @@ def test_status_page_renders_in_chromium(
         stop_server(server)
     assert '<span class="pill" id="production">v1</span>' in dom
     assert "canary is worse: difference -0.0312" in dom
+    assert "v2 against v1 (interleaving, sequential)" in dom
+    assert "0.5200" in dom  # the guard check's figure
     assert "0.4700" in dom and "passed" in dom
     assert "<svg" in dom and "polyline" in dom
     png = shot.read_bytes()
