@@ -213,12 +213,26 @@ def run_controller(settings: Settings, *, apply: bool = True) -> CanaryDecision:
         lists=record.lists, wins=record.wins, losses=record.losses, ties=record.ties
     )
     verdict = judge(policy, production=production, canary=canary, interleaving=interleaving)
-    reason = verdict.reason
-    if policy.judge == "interleaving" and not settings.search.interleaving and canary.lists:
-        reason += (
-            "; the servers do not interleave (FLYWHEEL_SEARCH__INTERLEAVING=false): set it, or "
-            "judge on A/B (FLYWHEEL_RETRAIN__CANARY__JUDGE=ab)"
+    # The judge and the servers disagree on how the canary is shown (a canary arm without
+    # interleaving, or interleaved lists for the A/B judge): its evidence never grows, so the
+    # list bound applies to the lists served in the other form instead of waiting forever.
+    hint = (
+        "; the servers do not interleave (FLYWHEEL_SEARCH__INTERLEAVING=false): set it, or "
+        "judge on A/B (FLYWHEEL_RETRAIN__CANARY__JUDGE=ab)"
+        if policy.judge == "interleaving"
+        else "; the servers interleave the canary (FLYWHEEL_SEARCH__INTERLEAVING=true): judge "
+        "on interleaving (FLYWHEEL_RETRAIN__CANARY__JUDGE=interleaving), or turn it off"
+    )
+    other = canary.lists if policy.judge == "interleaving" else interleaving.lists
+    reason = verdict.reason + (hint if other and not verdict.evidence else "")
+    limit = policy.max_lists_per_arm
+    if verdict.decision == "wait" and not verdict.evidence and limit and other >= limit:
+        verdict = Judgement(
+            "rollback",
+            f"no evidence for the {policy.judge} judge after {other} lists",
+            *(verdict.difference, verdict.lower, verdict.upper, verdict.p_value, 0),
         )
+        reason = verdict.reason + hint
     decision = CanaryDecision(
         decision=verdict.decision,
         reason=reason,

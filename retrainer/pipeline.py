@@ -34,7 +34,7 @@ from services.encoding.base import SpladeEncoder
 from services.encoding.package import register_model
 from services.encoding.torch_splade import load_mlm
 from services.encoding.versions import onnx_encoder
-from services.errors import FlywheelError, RegistryError
+from services.errors import FlywheelError, PointersChangedError, RegistryError
 from services.evaluation.heldout import HeldOutEvaluator, HeldOutSet
 from services.evaluation.report import EvalReport
 from services.index.base import ProductIndex
@@ -47,7 +47,7 @@ from services.metrics import (
     RETRAIN_SECONDS,
 )
 from services.products import Product
-from services.registry import CARD, ModelRegistry, atomic_write_text
+from services.registry import CARD, Expected, ModelRegistry, Pointers, atomic_write_text
 from services.settings import Settings
 from services.snapshots import Snapshot
 
@@ -244,23 +244,22 @@ def _run(settings: Settings, registry: ModelRegistry, stage: Stage) -> RetrainOu
     return _publish(settings, registry, decision, heldout)
 
 
-def _supersede_canary(settings: Settings, registry: ModelRegistry, newer: str) -> None:
-    """A canary still undecided when a newer candidate passes the gate gives way to it (the
+def _supersede_canary(
+    settings: Settings, registry_dir: Path, replaced: Pointers, newer: str
+) -> None:
+    """A canary still undecided when a newer candidate passed the gate gave way to it (the
     newer one learnt from more feedback); the log says so."""
-    pointers = registry.pointers()
-    if pointers.canary is None:
-        return
     append_canary_decision(
-        registry.root,
+        registry_dir,
         CanaryDecision(
             decision="rollback",
             reason=f"superseded by {newer}, a newer candidate that passed the gate",
-            production_version=pointers.production,
-            canary_version=pointers.canary,
+            production_version=replaced.production,
+            canary_version=replaced.canary,
             policy=settings.retrain.canary,
         ),
     )
-    logger.info("canary %s superseded by %s", pointers.canary, newer)
+    logger.info("canary %s superseded by %s", replaced.canary, newer)
 
 
 def guard_spec(settings: Settings) -> str | None:
@@ -405,9 +404,28 @@ def _publish(
     if not decision.passed:
         return RetrainOutcome("rejected", "; ".join(decision.reasons), version, decision, report)
     fraction = settings.retrain.canary_fraction
+    # Roll out only onto the production the candidate was gated against (compare-and-swap):
+    # the canary controller may have promoted or stopped a canary during the run.
+    seen = registry.pointers()
+    expect = Expected(decision.production, seen.canary)
+    try:
+        if fraction > 0:
+            registry.set_canary(version, fraction, actor="retrainer", expect=expect)
+        else:
+            registry.set_production(version, actor="retrainer", expect=expect)
+    except PointersChangedError as exc:
+        logger.warning("retrain: %s not rolled out: %s", version, exc)
+        return RetrainOutcome(
+            "skipped",
+            f"{version} passed the gate against {decision.production}, which no longer serves "
+            f"alone ({exc}); not rolled out, the next run gates against what serves now",
+            version,
+            decision,
+            report,
+        )
+    if seen.canary is not None and seen.canary != version:
+        _supersede_canary(settings, registry.root, seen, version)
     if fraction > 0:
-        _supersede_canary(settings, registry, version)
-        registry.set_canary(version, fraction, actor="retrainer")
         return RetrainOutcome(
             "canary",
             f"{version} serves {fraction:.0%} of sessions as canary",
@@ -415,5 +433,4 @@ def _publish(
             decision,
             report,
         )
-    registry.set_production(version, actor="retrainer")
     return RetrainOutcome("production", f"{version} is production", version, decision, report)

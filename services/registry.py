@@ -220,9 +220,14 @@ class ModelRegistry:
         self.record(action, before, pointers, actor=actor)
         return pointers
 
-    def set_production(self, version: str, *, actor: str | None = None) -> Pointers:
-        """Make ``version`` production, remembering the previous one for rollback."""
+    def set_production(
+        self, version: str, *, actor: str | None = None, expect: Expected | None = None
+    ) -> Pointers:
+        """Make ``version`` production, remembering the previous one for rollback; with
+        ``expect``, only if the pointers are still those."""
         with self.locked():
+            if expect is not None:
+                expect.check(self.pointers(), f"make {version} production")
             return self._set_production(version, "set_production", actor)
 
     def pointer_snapshot(self) -> str:

@@ -257,3 +257,18 @@ def test_an_undecided_canary_is_rolled_back_after_max_lists(tmp_path: Path) -> N
     second = run_controller(settings)
     assert second.decision == "rollback" and "inconclusive after" in second.reason
     assert ModelRegistry(settings.registry_dir).pointers().canary is None
+
+
+def test_a_judge_without_evidence_does_not_wait_forever(tmp_path: Path) -> None:
+    # The A/B judge, but the servers interleave: no canary-arm lists ever arrive.
+    settings = home_with_canary(tmp_path)
+    settings.retrain.canary.judge = "ab"
+    settings.retrain.canary.max_lists_per_arm = 100
+    interleaved_traffic(settings, win_rate=0.5, lists=60, seed=3)
+    waiting = run_controller(settings)
+    assert waiting.decision == "wait" and "the servers interleave the canary" in waiting.reason
+    interleaved_traffic(settings, win_rate=0.5, lists=60, seed=4)
+    stopped = run_controller(settings)
+    assert stopped.decision == "rollback", stopped.reason
+    assert "no evidence for the ab judge after 120 lists" in stopped.reason
+    assert ModelRegistry(settings.registry_dir).pointers().canary is None

@@ -207,3 +207,36 @@ def test_condensed_lists_do_not_charge_the_candidate_for_what_production_never_s
         baseline=PRODUCTION,
     )
     assert not heldout_check(worse, policy, production="v1", candidate="v2").passed
+
+
+def test_rollout_is_compare_and_swap_on_the_production_gated_against(tmp_path: Path) -> None:
+    from retrainer.pipeline import _publish
+    from services.decisions import read_canary_decisions
+    from services.registry import Expected, ModelRegistry
+    from services.settings import Settings
+    from tests.services.test_registry import publish_dummy
+
+    settings = Settings(home=tmp_path)
+    registry = ModelRegistry(settings.registry_dir)
+    for _ in range(4):
+        publish_dummy(registry)
+    registry.set_production("v1")
+    registry.set_canary("v2", 0.1)
+    policy = GatePolicy()
+
+    def passed(candidate: str, production: str) -> GateDecision:
+        check = heldout_check(report(40), policy, production=production, candidate=candidate)
+        return decide([check], policy, production=production, candidate=candidate)
+
+    # v3 was gated against v1, but the controller promoted v2 meanwhile: v3 is not rolled out.
+    registry.promote(expect=Expected("v1", "v2"))
+    outcome = _publish(settings, registry, passed("v3", "v1"), None)
+    assert outcome.status == "skipped" and "no longer serves" in outcome.message
+    assert (registry.pointers().production, registry.pointers().canary) == ("v2", None)
+    # Gated against what serves, it becomes the canary; a newer one supersedes it, on record.
+    assert _publish(settings, registry, passed("v3", "v2"), None).status == "canary"
+    assert _publish(settings, registry, passed("v4", "v2"), None).status == "canary"
+    assert (registry.pointers().production, registry.pointers().canary) == ("v2", "v4")
+    (superseded,) = read_canary_decisions(registry.root)
+    assert (superseded.decision, superseded.canary_version) == ("rollback", "v3")
+    assert "superseded by v4" in superseded.reason

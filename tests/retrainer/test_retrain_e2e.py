@@ -125,9 +125,14 @@ def test_random_feedback_never_reaches_production(base_home, tmp_path: Path) -> 
     assert ModelRegistry(settings.registry_dir).pointers().production == "v1"
 
 
-def test_inverted_feedback_is_caught_by_the_guard_set(base_home, tmp_path: Path) -> None:
+@pytest.mark.parametrize("guard", ["labelled", "catalog"])
+def test_inverted_feedback_is_caught_by_the_guard_set(
+    base_home, tmp_path: Path, guard: str
+) -> None:
     base, products, queries = base_home
     settings = scenario_settings(base, tmp_path)
+    if guard == "catalog":  # no labels configured: known-item queries from the titles
+        settings.retrain.guard_dataset = None
 
     def prefer(query: str, product: Product, _position: int) -> float:
         return 0.02 if kind_of(query, product) else 0.9
@@ -136,8 +141,9 @@ def test_inverted_feedback_is_caught_by_the_guard_set(base_home, tmp_path: Path)
     outcome = run_retrain(settings)
     assert outcome.status == "rejected", outcome.message
     assert outcome.decision is not None
-    guard = outcome.decision.check("guard")
-    assert guard is not None and not guard.passed
+    check = outcome.decision.check("guard")
+    assert check is not None and not check.passed, check
+    assert check.evidence.startswith("catalog guard" if guard == "catalog" else "labelled")
     pointers = ModelRegistry(settings.registry_dir).pointers()
     assert (pointers.production, pointers.canary) == ("v1", None)
 
