@@ -92,15 +92,16 @@ class Routing:
         """Production, then the canary if any."""
         return [self.production] + ([self.canary] if self.canary else [])
 
-    def route(self, session_id: str | None) -> tuple[LoadedModel, ServingArm]:
-        """Pick the arm by a keyed hash of the session and the canary version.
+    def route(self, unit: str | None) -> tuple[LoadedModel, ServingArm]:
+        """Pick the arm by a keyed hash of the unit (``server.canary_unit``: the client key,
+        or the session id) and the canary version.
 
-        A shopper stays on one arm for the life of a canary; a client cannot compute which
-        ``session_id`` lands in the canary (the key is secret), and each new canary draws its
-        sessions afresh, so no session is a canary for every version.
+        A shopper stays on one arm for the life of a canary; nobody without the key can
+        compute which units land in the canary, and each new canary draws its units afresh,
+        so no unit is a canary for every version.
         """
         if self.canary is not None and in_canary(
-            self.secret, self.canary.version, session_id, self.canary_fraction
+            self.secret, self.canary.version, unit, self.canary_fraction
         ):
             return self.canary, "canary"
         return self.production, "production"

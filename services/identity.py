@@ -77,12 +77,13 @@ def client_key(secret: bytes, address: str) -> str:
     return hmac.new(secret, address.encode(), hashlib.sha256).hexdigest()[:16]
 
 
-def in_canary(secret: bytes, canary: str, session_id: str | None, fraction: float) -> bool:
-    """Whether ``session_id`` is in ``canary``'s bucket (a ``fraction`` of sessions).
+def in_canary(secret: bytes, canary: str, unit: str | None, fraction: float) -> bool:
+    """Whether ``unit`` (a client key, or a session id) is in ``canary``'s bucket (a
+    ``fraction`` of units).
 
-    Keyed by the canary's version too, so each canary draws its own sessions and no session
-    is a canary for every version. A request without a session always gets production.
+    Keyed by the canary's version too, so each canary draws its own units and no unit is a
+    canary for every version. A request without a unit always gets production.
     """
-    if not session_id or fraction <= 0:
+    if not unit or fraction <= 0:
         return False
-    return keyed_unit(secret, "canary", canary, session_id) < fraction
+    return keyed_unit(secret, "canary", canary, unit) < fraction

@@ -117,8 +117,22 @@ class ServerSettings(BaseModel):
     )
     client_address_header: str | None = Field(
         default=None,
-        description="Header holding the shopper's address when behind a trusted proxy (e.g. "
-        "'x-forwarded-for', first hop); unset: the connection's peer address.",
+        description="Header holding the shopper's address when behind trusted proxies (e.g. "
+        "'x-forwarded-for'); unset: the connection's peer address.",
+    )
+    trusted_proxies: int = Field(
+        default=1,
+        ge=1,
+        description="Proxies in front of the server that append to client_address_header: "
+        "the shopper's address is that many entries from the right (entries further left "
+        "are whatever the client sent, so they are never trusted).",
+    )
+    canary_unit: Literal["client", "session"] = Field(
+        default="client",
+        description="What is assigned to the canary bucket: client (the keyed hash of the "
+        "shopper's address, which a client cannot choose) or session (the session_id the "
+        "client sends: finer, but a client can try session ids until one lands in the arm "
+        "it wants; for tests and trusted clients).",
     )
     registry_poll_s: float = Field(default=5.0, gt=0)
     events_ack_timeout_s: float = Field(
@@ -284,14 +298,20 @@ class RetrainSettings(BaseModel):
     bootstrap_examples: int = Field(default=2000, ge=0)
     guard_dataset: str | None = Field(
         default=None,
-        description="Labelled guard set spec; unset: the first bootstrap_dataset, if any.",
+        description="Labelled guard set spec; unset: the first bootstrap_dataset, if any, "
+        "else the catalog guard (known-item queries from product titles).",
     )
     reference_version: str | None = Field(
         default=None,
         description="Fixed version every candidate is also compared with (gate.max_reference_"
         "drop); unset: the oldest registered version, the first production.",
     )
-    guard_queries: int = Field(default=300, ge=1)
+    guard_queries: int = Field(
+        default=300,
+        ge=1,
+        description="Queries of the guard: sampled from the labelled guard set, or, without "
+        "one, known-item queries made from catalog titles (retrainer/catalog_guard.py).",
+    )
     gate: GatePolicy = Field(default_factory=GatePolicy)
     canary_fraction: float = Field(
         default=0.1, ge=0, le=1, description="0 promotes a passing candidate straight away."
@@ -368,7 +388,13 @@ class DemoSettings(BaseModel):
         default=8.0, gt=0, description="Hard bound: the demo stops after this long."
     )
     train_examples: int = Field(
-        default=1000, ge=10, description="Training pairs per retraining (CPU-sized)."
+        default=1500, ge=10, description="Training pairs per retraining (CPU-sized)."
+    )
+    learning_rate: float = Field(
+        default=1e-4,
+        gt=0,
+        description="Fine-tuning learning rate in the demo: twice production's, so that the "
+        "few CPU-sized steps of a round move the model far enough to be told apart online.",
     )
     gate_heldout_fraction: float = Field(
         default=0.3,
@@ -377,19 +403,25 @@ class DemoSettings(BaseModel):
         description="Share of feedback queries the gate holds out: more than in production, "
         "since a demo round has minutes of feedback rather than hours.",
     )
-    canary_fraction: float = Field(default=0.5, gt=0, le=1, description="Sessions on a canary.")
+    canary_fraction: float = Field(
+        default=1.0,
+        gt=0,
+        le=1,
+        description="Sessions that see the canary: with interleaving (the default judge) each "
+        "of them gets a team-draft mix of canary and production, so every list is evidence.",
+    )
     max_lists_per_arm: int = Field(
-        default=3000,
+        default=20_000,
         ge=2,
         description="A canary still undecided after this many lists is rolled back.",
     )
     sessions_per_s: float = Field(
-        default=10.0,
+        default=16.0,
         gt=0,
         description="Shopper arrivals in the demo: enough that a canary is decided in minutes.",
     )
     judge_every_s: float = Field(
-        default=5.0, gt=0, description="How often the canary controller looks during a round."
+        default=10.0, gt=0, description="How often the canary controller looks during a round."
     )
     canary_round_s: float = Field(
         default=180.0,

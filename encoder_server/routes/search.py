@@ -67,20 +67,21 @@ class Served:
 
 def _serve(
     routing: Routing,
-    session_id: str | None,
+    unit: str | None,
     query_id: str,
     interleave: bool,
     retrieve: Callable[[LoadedModel, int, int], list[Hit]],
     k: int,
     offset: int,
 ) -> Served:
-    """Route the session; in the canary bucket with interleaving on, team-draft both models.
+    """Route the unit (client key or session); in the canary bucket with interleaving on,
+    team-draft both models.
 
     Each model encodes with its own encoder and searches its own index (``retrieve``). An
     interleaved page is positions ``offset+1 .. offset+k`` of the interleaving of both
     models' top ``offset + k``, with the coin seeded from ``query_id``.
     """
-    model, arm = routing.route(session_id)
+    model, arm = routing.route(unit)
     if not (interleave and arm == "canary" and routing.canary is not None):
         return Served(model, arm, retrieve(model, k, offset))
     control = routing.production
@@ -108,12 +109,14 @@ def _serve(
     )
 
 
-def client_address(request: Request, header: str | None) -> str:
-    """The shopper's address: the first hop of a trusted proxy's header, else the peer."""
+def client_address(request: Request, header: str | None, trusted_proxies: int = 1) -> str:
+    """The shopper's address: the entry ``trusted_proxies`` from the right of a trusted
+    proxy's header (each proxy appends the address it saw; entries further left come from
+    the client and are not trusted), else the peer."""
     if header:
-        forwarded = request.headers.get(header, "").split(",")[0].strip()
-        if forwarded:
-            return forwarded
+        hops = [h.strip() for h in request.headers.get(header, "").split(",") if h.strip()]
+        if hops:
+            return hops[-min(trusted_proxies, len(hops))]
     return request.client.host if request.client else "unknown"
 
 
@@ -187,9 +190,14 @@ def build_router(limits: SearchSettings) -> APIRouter:
         mode = mode or limits.default_mode
         offset = (page - 1) * k
         query_id = uuid.uuid4().hex
+        server = request.app.state.settings.server
+        client = client_key(
+            holder.secret,
+            client_address(request, server.client_address_header, server.trusted_proxies),
+        )
         served = _serve(
             routing,
-            session_id,
+            client if server.canary_unit == "client" else session_id,
             query_id,
             limits.interleaving,
             lambda m, limit, skip: _retrieve(m, text, mode, limit, skip, filters, limits.rrf_k),
@@ -202,10 +210,7 @@ def build_router(limits: SearchSettings) -> APIRouter:
             user_query=text,
             session_id=session_id,
             client_id=client_id,
-            client_key=client_key(
-                holder.secret,
-                client_address(request, request.app.state.settings.server.client_address_header),
-            ),
+            client_key=client,
             model_version=model.version,
             arm=arm,
             mode=mode,

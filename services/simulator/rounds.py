@@ -21,7 +21,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import Literal, Protocol
 
 from services.encoding.base import SpladeEncoder
 from services.evaluation.heldout import IndexOpener
@@ -172,8 +172,11 @@ class OfflineShoppers:
         secret: bytes,
         catalog: Sequence[str],
         clock: datetime | None = None,
+        canary_unit: Literal["client", "session"] = "client",
     ) -> None:
         self.pool = pool
+        self.canary_unit = canary_unit
+        """As the server's ``server.canary_unit``: what the canary bucket is drawn by."""
         self.cfg = cfg
         self.served = served
         self.secret = secret
@@ -245,7 +248,12 @@ class OfflineShoppers:
         teams: list[str] | None = None
         control: str | None = None
         canary = deployment.canary
-        if canary and in_canary(self.secret, canary, search.session_id, deployment.canary_fraction):
+        unit = (
+            client_key(self.secret, search.address)
+            if self.canary_unit == "client"
+            else search.session_id
+        )
+        if canary and in_canary(self.secret, canary, unit, deployment.canary_fraction):
             candidate = self.served.get(canary, text)
             version, arm, results = canary, "canary", candidate
             if deployment.interleave:

@@ -27,8 +27,14 @@ def template(indexed_home: IndexedHome, tmp_path_factory: pytest.TempPathFactory
     return make_two_version_home(indexed_home, tmp_path_factory.mktemp("interleaving"))
 
 
-def _search(client: TestClient, session: str) -> dict[str, object]:
-    response = client.get("/search", params={"q": "cordless drill", "k": 10, "session_id": session})
+def _search(client: TestClient, session: str, address: str | None = None) -> dict[str, object]:
+    """One search; each shopper from its own address (behind a proxy) unless ``address``."""
+    forwarded = address or f"10.0.{SESSIONS.index(session) if session in SESSIONS else 0}.1"
+    response = client.get(
+        "/search",
+        params={"q": "cordless drill", "k": 10, "session_id": session},
+        headers={"x-forwarded-for": f"{forwarded}, 172.16.0.1"},
+    )
     assert response.status_code == 200, response.text
     body: dict[str, object] = response.json()
     return body
@@ -41,6 +47,8 @@ def test_canary_bucket_gets_an_interleaved_list(
     home = copy_home(template, tmp_path / "home")
     ModelRegistry(home.settings.registry_dir).set_canary("v2", 0.5)
     home.settings.search.interleaving = interleaving
+    home.settings.server.client_address_header = "x-forwarded-for"
+    home.settings.server.trusted_proxies = 2  # the shopper's proxy, then ours
     sink = MemorySink()
     with TestClient(create_app(home.settings, sink=sink)) as client:
         bodies = {s: _search(client, s) for s in SESSIONS}
@@ -71,3 +79,22 @@ def test_canary_bucket_gets_an_interleaved_list(
             ]
         assert event.teams == teams and event.control_version == "v1"
         assert [r["position"] for r in results] == list(range(1, 11))
+
+
+def test_a_client_cannot_choose_its_arm_by_its_session_id(
+    template: TwoVersions, tmp_path: Path
+) -> None:
+    home = copy_home(template, tmp_path / "home")
+    ModelRegistry(home.settings.registry_dir).set_canary("v2", 0.5)
+    home.settings.server.client_address_header = "x-forwarded-for"
+    with TestClient(create_app(home.settings, sink=MemorySink())) as client:
+        # One client trying many session ids, and lying about its address left of the proxy's
+        # entry: one arm for all of them (the bucket is drawn by the address the proxy saw).
+        arms = {
+            _search(client, f"probe-{i}", address=f"198.51.100.{i}, 203.0.113.7")["arm"]
+            for i in range(24)
+        }
+        assert len(arms) == 1
+        home.settings.server.canary_unit = "session"
+        arms = {_search(client, f"probe-{i}", address="203.0.113.7")["arm"] for i in range(24)}
+        assert len(arms) == 2  # by session: both buckets
