@@ -207,8 +207,10 @@ def run_ingest(
             if (snapshot_due or metrics_due) and retry.attempt(ingestor.flush) is None:
                 continue
             if snapshot_due:
-                folder = write_snapshot(store, exports, keep=cfg.store.keep_snapshots)
+                # Take the request first: one made while this snapshot is written asks for a
+                # newer one, and gets it on the next pass.
                 request.unlink(missing_ok=True)
+                folder = write_snapshot(store, exports, keep=cfg.store.keep_snapshots)
                 logger.info("snapshot %s", folder.name)
                 last_snapshot = last_metrics = now
             elif metrics_due:

@@ -39,6 +39,9 @@ logger = logging.getLogger(__name__)
 
 app = typer.Typer()
 
+FIRST_RETRAIN_S = 150.0
+"""Expected length of the first retraining (training 1,500 pairs, indexing, gate), 2 cores."""
+
 HELDOUT_QUERIES = 300
 """Held-out labelled queries measured each round (a sample, to keep rounds short on a CPU)."""
 
@@ -59,6 +62,7 @@ def demo_settings(base: Settings, home: Path, ports: tuple[int, int]) -> Setting
     # at once, so seconds are enough here (30 minutes in production).
     settings.ingest.store.derived.attribution_window_s = 3.0
     settings.train.max_examples = min(settings.train.max_examples, cfg.train_examples)
+    settings.train.learning_rate = cfg.learning_rate
     settings.retrain.canary_fraction = cfg.canary_fraction
     settings.retrain.canary.max_lists_per_arm = cfg.max_lists_per_arm
     settings.retrain.min_new_pairs = min(settings.retrain.min_new_pairs, 100)
@@ -126,6 +130,8 @@ class Loop:
         self.rounds: list[RoundRecord] = []
         self.phase = "starting"
         self.started = time.monotonic()
+        self.retrain_s: float | None = None
+        """How long the last retraining took (a new one must fit before the deadline)."""
         self.heldout = HeldOut(settings, pool, settings.home)
         self._mark = self._counters()
 
@@ -166,7 +172,11 @@ class Loop:
 
         canary = registry.pointers().canary
         gate, short, candidate = "canary still judged", "", canary
-        if canary is None:  # a canary being judged is not replaced by a new candidate
+        # Later rounds train on more pairs (up to train_examples) than the first: a margin.
+        needed = 1.5 * max(self.retrain_s or 0.0, FIRST_RETRAIN_S)
+        if canary is None and time.monotonic() + needed > deadline:
+            gate, short = f"retrain: skipped, {needed:.0f} s of it would pass the time bound", ""
+        elif canary is None:  # a canary being judged is not replaced by a new candidate
             gate, short, candidate = self.retrain(number)
             canary = registry.pointers().canary
         verdict = None
@@ -213,10 +223,12 @@ class Loop:
         # On a laptop the trainer shares the cores with everything else; in production it runs
         # elsewhere. Pausing arrivals keeps rounds short and latencies honest.
         self.traffic.pause()
+        began = time.monotonic()
         try:
             outcome = run_retrain(self.settings, stage=stage)
         finally:
             self.traffic.resume()
+            self.retrain_s = time.monotonic() - began
         if outcome.decision is None:
             return (
                 f"retrain: {outcome.status} ({outcome.message})",
@@ -229,15 +241,16 @@ class Loop:
 
     def judge_canary(self, number: int, canary: str, deadline: float) -> CanaryDecision:
         """The canary controller on fresh snapshots every ``judge_every_s`` until it decides;
-        what it last said when time runs out."""
+        when time runs out, what it last said (or one last look, applied like the others)."""
         from retrainer.canary import run_controller
 
+        last: CanaryDecision | None = None
         while True:
             if time.monotonic() + self.settings.demo.judge_every_s > deadline:
-                return run_controller(self.settings, apply=False)
+                return last or run_controller(self.settings)
             time.sleep(self.settings.demo.judge_every_s)
             self._snapshot()
-            verdict = run_controller(self.settings)
+            verdict = last = run_controller(self.settings)
             self.phase = f"round {number}: canary {canary}: {verdict.reason}"
             if verdict.decision != "wait":
                 return verdict
@@ -339,13 +352,15 @@ def demo(
         shutil.rmtree(home, ignore_errors=True)
     home.mkdir(parents=True, exist_ok=True)
     settings = demo_settings(base, home, ports)
+    # The time bound covers the whole command, set-up included.
+    deadline = time.monotonic() + cfg.max_minutes * 60
     try:
         pool = load_intents(settings.simulator, products=cfg.products)
         from services.registry import ModelRegistry
 
         if ModelRegistry(settings.registry_dir).pointers().production is None:
             _bootstrap(settings, pool)
-        _run(settings, pool, ports)
+        _run(settings, pool, ports, deadline)
     except FlywheelError as exc:
         raise fail(exc) from exc
 
@@ -391,7 +406,7 @@ def _log_to_file(path: Path) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
-def _run(settings: Settings, pool: IntentPool, ports: tuple[int, int]) -> None:
+def _run(settings: Settings, pool: IntentPool, ports: tuple[int, int], deadline: float) -> None:
     cfg = settings.demo
     _log_to_file(settings.home / "demo.log")
     finished = False
@@ -409,7 +424,6 @@ def _run(settings: Settings, pool: IntentPool, ports: tuple[int, int]) -> None:
             f"storefront: {shop}   search API: {api}/docs   status: {api}/status\n"
             f"log: {settings.home / 'demo.log'}   Ctrl-C stops (the report is still written)"
         )
-        deadline = loop.started + cfg.max_minutes * 60
         try:
             with Live(
                 loop.render(), console=console, refresh_per_second=2, vertical_overflow="visible"

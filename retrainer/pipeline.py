@@ -218,6 +218,12 @@ def _run(settings: Settings, registry: ModelRegistry, stage: Stage) -> RetrainOu
             with _timed("index", stage):
                 cand_index = index_products(settings, card.version, products)
             ref = reference_version(settings, registry)
+            if ref is None and settings.retrain.reference_version:
+                logger.warning(
+                    "reference version %s is not in the registry: the gate runs without its "
+                    "reference check; set FLYWHEEL_RETRAIN__REFERENCE_VERSION to a kept version",
+                    settings.retrain.reference_version,
+                )
             ref_index = None
             try:
                 reference = None

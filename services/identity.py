@@ -48,17 +48,22 @@ def routing_secret(settings: Settings) -> bytes:
 def _read_or_create(path: Path) -> bytes:
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
+        # A complete key file is linked into place: of two processes starting at once, one
+        # link wins and both read its key; a crash leaves no empty key file behind.
+        staged = path.with_name(f".{path.name}.{secrets.token_hex(8)}")
+        fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            # O_EXCL: of two processes starting at once, one writes and both read its key.
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            pass
-        else:
             with os.fdopen(fd, "w", encoding="ascii") as handle:
                 handle.write(secrets.token_hex(32))
                 handle.flush()
                 os.fsync(handle.fileno())
-            logger.info("created routing key %s", path)
+            try:
+                os.link(staged, path)
+                logger.info("created routing key %s", path)
+            except FileExistsError:
+                pass
+        finally:
+            staged.unlink(missing_ok=True)
     key = path.read_text(encoding="ascii").strip()
     if not key:
         raise OSError(0, "empty file", str(path))

@@ -185,9 +185,13 @@ def promote(
     expect_canary: ExpectCanary = None,
 ) -> AdminState | JSONResponse:
     """Make the canary (or the given version) production; the old one becomes a rollback target."""
-    expect = _expect(holder, expect_production, expect_canary)
     return _apply(
-        holder, lambda: holder.registry.promote(version, actor=_actor(request), expect=expect)
+        holder,
+        lambda: holder.registry.promote(
+            version,
+            actor=_actor(request),
+            expect=_expect(holder, expect_production, expect_canary),
+        ),
     )
 
 
@@ -200,8 +204,12 @@ def rollback(
     expect_canary: ExpectCanary = None,
 ) -> AdminState | JSONResponse:
     """Serve the previous production again and stop any canary."""
-    expect = _expect(holder, expect_production, expect_canary)
-    return _apply(holder, lambda: holder.registry.rollback(actor=_actor(request), expect=expect))
+    return _apply(
+        holder,
+        lambda: holder.registry.rollback(
+            actor=_actor(request), expect=_expect(holder, expect_production, expect_canary)
+        ),
+    )
 
 
 @router.post("/canary", response_model=AdminState, responses=STATE_RESPONSES)
@@ -227,9 +235,11 @@ def clear_canary(
     expect_canary: ExpectCanary = None,
 ) -> AdminState | JSONResponse:
     """Stop the canary: every session goes to production."""
-    expect = _expect(holder, expect_production, expect_canary)
     return _apply(
-        holder, lambda: holder.registry.clear_canary(actor=_actor(request), expect=expect)
+        holder,
+        lambda: holder.registry.clear_canary(
+            actor=_actor(request), expect=_expect(holder, expect_production, expect_canary)
+        ),
     )
 
 

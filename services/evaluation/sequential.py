@@ -7,7 +7,10 @@ al., 2017 measured it on real A/B platforms). A mixture sequential probability r
 over a prior on the effect, is a non-negative martingale under the null, so by Ville's
 inequality P(it ever exceeds 1/alpha) <= alpha however often it is checked (Johari, Koomen,
 Pekelis & Walsh, 2017, "Peeking at A/B tests: why it matters, and what to do about it", KDD;
-2022, Operations Research). ``1 / max(ratio so far)`` is the always-valid p-value.
+2022, Operations Research). ``1 / max(ratio so far)`` is the always-valid p-value; these
+functions are stateless and return ``1 / ratio`` at the current look, which is what the
+controller needs: it stops at the first look where that falls to alpha (a later, larger
+p reported while still waiting is the current look's, not the running minimum).
 
 Two tests are offered:
 
