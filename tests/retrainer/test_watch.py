@@ -53,9 +53,12 @@ def test_watch_stops_when_told_and_a_failing_look_does_not_kill_it(tmp_path: Pat
     failed = looks("failed")
     runner = threading.Thread(target=watch, args=(settings,), kwargs={"every_s": 0.2, "stop": stop})
     runner.start()
-    time.sleep(1.0)
+    deadline = time.monotonic() + 10
+    while looks("failed") < failed + 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert runner.is_alive()  # still looking after its failed looks
     stop.set()
     runner.join(5)
     assert not runner.is_alive()
-    assert looks("failed") > failed
+    assert looks("failed") >= failed + 2
     ModelRegistry(settings.registry_dir)  # the registry is still there to repair
