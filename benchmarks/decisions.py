@@ -14,7 +14,8 @@ and runs repeated simulated trials of each decision signal on them:
   store and snapshot, judged on the retrainer's click-judged held-out queries
   (:mod:`retrainer.gate`): ``gate superiority`` (the old rule: a gain >= 0.005 at p <= 0.05)
   and ``gate non-inferiority`` (do no harm: the one-sided 95% lower bound > -0.01), on full
-  lists and on condensed lists (judged products only; Sakai, 2007).
+  lists and on condensed lists (judged products only; Sakai, 2007), and ``gate not shown
+  worse`` (fails only a candidate whose one-sided 95% upper bound is below 0).
 * online signals, each trial a stream of canary-bucket lists looked at every ``--look-every``
   lists until the judge decides or ``--max-lists`` per arm (inconclusive), with the canary
   controller's own judges (:mod:`retrainer.canary`): ``A/B fixed`` (the old controller: a
@@ -95,6 +96,7 @@ OFFLINE = {
     "gate non-inferiority, judged only": GatePolicy(
         heldout_rule="non_inferiority", judged_only=True
     ),
+    "gate not shown worse, judged only": GatePolicy(heldout_rule="not_worse", judged_only=True),
 }
 
 
@@ -104,10 +106,11 @@ class Config:
 
     dataset: str | None = None
     products: int = 5000
-    trials: int = 100
-    offline_trials: int = 30
-    max_lists: int = 4000
-    look_every: int = 25
+    trials: int = 50
+    offline_trials: int = 10
+    max_lists: int = 20_000
+    """Production's bound (``CanaryPolicy.max_lists_per_arm``)."""
+    look_every: int = 100
     traffic_lists: int = 3000
     strong_examples: int = 4000
     strong_learning_rate: float = 1e-4
@@ -462,9 +465,8 @@ def summarise(
             right = sum(tally.outcomes[o] for o in expected(pair, gate))
             correct, total = correct + right, total + n
             promoted = tally.outcomes["pass" if gate else "promote"]
-            wrong_promotion = (
-                promoted if (pair == "worse" if gate else pair in ("A/A", "worse")) else 0
-            )
+            # Online: promoting anything not better; a gate: passing anything worse.
+            wrong_promotion = promoted if (pair in WORSE if gate else pair not in BETTER) else 0
             wrong_rollback = (
                 tally.outcomes["rollback"] if pair in ("better", "slightly better") else 0
             )

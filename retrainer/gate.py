@@ -88,6 +88,11 @@ def heldout_check(
         rule = f"gain >= {policy.min_gain:+.3f} at p <= {policy.max_p_value}"
         passed = diff >= policy.min_gain and p_value <= policy.max_p_value
         reason = f"nDCG@10 gain {diff:+.4f} (p={p_value:.3g})"
+    elif policy.heldout_rule == "not_worse":
+        upper = 2 * diff - lower  # the bound is symmetric about the mean difference
+        rule = f"not shown worse: {policy.confidence:.0%} upper bound >= 0"
+        passed = upper >= 0
+        reason = f"nDCG@10 difference {diff:+.4f}, upper bound {upper:+.4f}"
     else:
         rule = f"non-inferiority: {policy.confidence:.0%} lower bound > -{policy.margin}"
         passed = lower > -policy.margin

@@ -210,11 +210,13 @@ class GatePolicy(BaseModel):
     is for the canary to show, on shoppers, with interleaving.
     """
 
-    heldout_rule: Literal["non_inferiority", "superiority"] = Field(
+    heldout_rule: Literal["non_inferiority", "not_worse", "superiority"] = Field(
         default="non_inferiority",
         description="non_inferiority: the one-sided lower bound of candidate - production on "
-        "the held-out queries must exceed -margin. superiority: a gain of min_gain or more at "
-        "p <= max_p_value (paired t-test).",
+        "the held-out queries must exceed -margin (shown not worse). not_worse: fails only a "
+        "candidate shown worse (its one-sided upper bound below 0), leaving the decision to "
+        "the guard and the canary. superiority: a gain of min_gain or more at p <= "
+        "max_p_value (paired t-test).",
     )
     margin: float = Field(
         default=0.01, ge=0, description="Largest held-out nDCG@10 loss non-inferiority allows."

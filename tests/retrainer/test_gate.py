@@ -240,3 +240,22 @@ def test_rollout_is_compare_and_swap_on_the_production_gated_against(tmp_path: P
     (superseded,) = read_canary_decisions(registry.root)
     assert (superseded.decision, superseded.canary_version) == ("rollback", "v3")
     assert "superseded by v4" in superseded.reason
+
+
+def test_not_worse_fails_only_a_candidate_shown_worse() -> None:
+    policy = GatePolicy(heldout_rule="not_worse")
+    # Production fixes none of the queries the candidate breaks: shown worse.
+    worse = evaluate_runs(
+        QRELS,
+        {
+            PRODUCTION: {q: {"good": 2.0, "bad": 1.0} for q in QRELS},
+            CANDIDATE: {q: {"bad": 2.0, "good": 1.0} for q in QRELS},
+        },
+        baseline=PRODUCTION,
+    )
+    check = heldout_check(worse, policy, production="v1", candidate="v2")
+    assert not check.passed and "upper bound" in check.reason
+    # Equal, or better on a few queries (not significantly): passes, unlike non-inferiority
+    # with a tight margin on a handful of queries.
+    assert heldout_check(report(0), policy, production="v1", candidate="v2").passed
+    assert heldout_check(report(3), policy, production="v1", candidate="v2").passed
