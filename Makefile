@@ -94,13 +94,13 @@ bench-ingest: setup
 	$(BIN)/python -m benchmarks.ingest $(if $(QUICK),--quick)
 
 # Does the loop decide right? Every decision signal against the simulator's true grades on
-# A/A, better, slightly better and worse model pairs (Home Depot sample; about an hour on 2
-# cores). QUICK=1: a generated catalog and a few trials.
+# A/A, better, slightly better and worse model pairs (Home Depot sample; measured 28 min on 2
+# busy cores). QUICK=1: a generated catalog and a few trials.
 bench-decisions: setup
 	$(BIN)/python -m benchmarks.decisions $(if $(QUICK),--quick) --out reports/decisions
 
-# Can bots steer it? Poisoning trials through the whole loop (hours on 2 cores; QUICK=1: one
-# trial per strategy on a generated catalog).
+# Can bots steer it? Poisoning trials through the whole loop (45 trials, about 75 min on 2
+# busy cores; QUICK=1: one trial per strategy on a generated catalog).
 bench-poisoning: setup
 	$(BIN)/python -m benchmarks.poisoning $(if $(QUICK),--quick) --out reports/poisoning
 

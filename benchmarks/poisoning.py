@@ -8,8 +8,8 @@ query, click products never served, flood with identical sessions):
 1. a round of traffic served by v1 goes through the real event store and snapshot (served-list
    binding and caps apply there);
 2. :func:`retrainer.pipeline.run_retrain` fine-tunes a candidate on that feedback and gates it;
-3. a candidate that passes becomes a canary on half the sessions, shown team-draft interleaved
-   with production; bots keep acting; every ``--look-sessions`` sessions the event store
+3. a candidate that passes becomes the canary on every session (as in the demo), team-draft
+   interleaved with production; bots keep acting; every ``--look-sessions`` sessions the event store
    snapshots and :func:`retrainer.canary.run_controller` judges, until it promotes or rolls
    back (or ``--max-looks`` runs out).
 
@@ -18,7 +18,7 @@ difference against v1 over the shoppers' queries. A false promotion is a promoti
 candidate that is not better. Clean trials (no bots) at the same settings show that the loop
 still improves.
 
-    python -m benchmarks.poisoning --trials 10 --out reports/poisoning
+    python -m benchmarks.poisoning --out reports/poisoning         # the README's run
     python -m benchmarks.poisoning --quick --out /tmp/poisoning
 """
 
@@ -59,15 +59,18 @@ logger = logging.getLogger("benchmarks.poisoning")
 @dataclass(frozen=True)
 class Config:
     dataset: str | None = None
-    products: int = 3000
-    trials: int = 10
+    products: int = 2000
+    trials: int = 5
+    """Per strategy and share: 10 per strategy over the two shares."""
     shares: tuple[float, ...] = (0.05, 0.2)
     strategies: tuple[Strategy, ...] = STRATEGIES
     sessions: int = 3000
     """Sessions of the feedback round (what the candidate learns from)."""
-    look_sessions: int = 300
-    max_looks: int = 12
-    train_examples: int = 800
+    look_sessions: int = 600
+    max_looks: int = 10
+    canary_fraction: float = 1.0
+    """Sessions shown the canary (interleaved with production), as in the demo."""
+    train_examples: int = 200
     bot_addresses: int = 8
     seed: int = 11
 
@@ -93,10 +96,13 @@ class Trial:
 def trial_settings(home: Path, cfg: Config) -> Settings:
     settings = Settings(home=home)
     settings.train.max_examples = cfg.train_examples
-    settings.retrain.canary_fraction = 0.5
+    settings.retrain.canary_fraction = cfg.canary_fraction
     settings.retrain.min_new_pairs = 50
     settings.retrain.keep_versions = 10
     settings.retrain.gate.min_heldout_queries = 20
+    # Minutes of feedback rather than hours: hold out more of it, as the demo does, so the
+    # held-out check has enough queries to tell "not worse" from noise.
+    settings.retrain.heldout_fraction = 0.3
     settings.ingest.store.derived.attribution_window_s = 60.0
     return settings
 
@@ -141,7 +147,7 @@ def one_trial(
         candidate = outcome.candidate
         canary, promoted = "none", False
         if outcome.status == "canary" and candidate:
-            deployment = Deployment("v1", candidate, 0.5, interleave=True)
+            deployment = Deployment("v1", candidate, cfg.canary_fraction, interleave=True)
             for look in range(cfg.max_looks):
                 log = shoppers.run(
                     deployment, cfg.look_sessions, seed=f"{key}:look{look}", bots=mix
@@ -246,7 +252,8 @@ def to_markdown(result: dict[str, Any]) -> str:
         f"{result['cores']} cores, {result['seconds']:.0f} s)",
         "",
         f"Each trial: {cfg['sessions']:,} sessions of feedback, retrain on "
-        f"{cfg['train_examples']} pairs, gate, then a canary on half the sessions judged every "
+        f"{cfg['train_examples']} pairs, gate, then a canary on "
+        f"{cfg['canary_fraction']:.0%} of the sessions judged every "
         f"{cfg['look_sessions']} sessions (at most {cfg['max_looks']} looks); bots from "
         f"{cfg['bot_addresses']} addresses.",
         "",
@@ -274,6 +281,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--strategies", default=",".join(d.strategies))
     parser.add_argument("--sessions", type=int, default=d.sessions)
     parser.add_argument("--train-examples", type=int, default=d.train_examples)
+    parser.add_argument("--look-sessions", type=int, default=d.look_sessions)
+    parser.add_argument("--max-looks", type=int, default=d.max_looks)
     parser.add_argument("--quick", action="store_true", help="generated catalog, 1 trial each")
     parser.add_argument("--out", type=Path, default=Path("reports/poisoning"))
     args = parser.parse_args(argv)
@@ -286,8 +295,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         shares=tuple(float(s) for s in args.shares.split(",")),
         strategies=strategies,
         sessions=400 if args.quick else args.sessions,
-        look_sessions=150 if args.quick else d.look_sessions,
-        max_looks=2 if args.quick else d.max_looks,
+        look_sessions=150 if args.quick else args.look_sessions,
+        max_looks=2 if args.quick else args.max_looks,
         train_examples=64 if args.quick else args.train_examples,
     )
     args.out.mkdir(parents=True, exist_ok=True)
