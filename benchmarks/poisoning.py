@@ -229,8 +229,9 @@ def run(cfg: Config, work: Path) -> dict[str, Any]:
             "candidates_worse": sum(d <= 0 for d in deltas),
             "mean_true_delta": sum(deltas) / len(deltas) if deltas else None,
             "promoted_mean_true_delta": (
-                sum(t.true_delta for t in rows if t.promoted and t.true_delta is not None)
-                / max(1, sum(t.promoted for t in rows))
+                sum(promoted) / len(promoted)
+                if (promoted := [t.true_delta for t in rows if t.promoted and t.true_delta])
+                else None
             ),
         }
     return {
@@ -262,13 +263,17 @@ def to_markdown(result: dict[str, Any]) -> str:
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, g in result["groups"].items():
-        mean = f"{g['mean_true_delta']:+.4f}" if g["mean_true_delta"] is not None else ""
+        mean = _signed(g["mean_true_delta"])
         lines.append(
             f"| {name} | {g['trials']} | {g['gate_passed']} | {g['promoted']} | "
             f"{g['rolled_back']} | **{g['false_promotions']}** | {g['candidates_worse']} | "
-            f"{mean} | {g['promoted_mean_true_delta']:+.4f} |"
+            f"{mean} | {_signed(g['promoted_mean_true_delta'])} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _signed(value: float | None) -> str:
+    return "–" if value is None else f"{value:+.4f}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

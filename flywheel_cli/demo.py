@@ -175,7 +175,8 @@ class Loop:
         # Later rounds train on more pairs (up to train_examples) than the first: a margin.
         needed = 1.5 * max(self.retrain_s or 0.0, FIRST_RETRAIN_S)
         if canary is None and time.monotonic() + needed > deadline:
-            gate, short = f"retrain: skipped, {needed:.0f} s of it would pass the time bound", ""
+            gate = f"retrain: skipped, {needed:.0f} s of it would pass the time bound"
+            short = "no time to retrain"
         elif canary is None:  # a canary being judged is not replaced by a new candidate
             gate, short, candidate = self.retrain(number)
             canary = registry.pointers().canary
