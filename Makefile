@@ -75,6 +75,8 @@ bench: setup
 bench-smoke: setup
 	$(BIN)/python -m benchmarks.encode --smoke
 	$(BIN)/python -m benchmarks.search_http --smoke
+	$(BIN)/python -m benchmarks.decisions --quick --out $${TMPDIR:-/tmp}/flywheel-smoke-decisions
+	$(BIN)/python -m benchmarks.poisoning --quick --out $${TMPDIR:-/tmp}/flywheel-smoke-poisoning
 
 # Does the flywheel learn? Home Depot, CPU-sized (about 10 min on 2 cores); GPU sizes and the
 # device script are in benchmarks/README.md.

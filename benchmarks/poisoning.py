@@ -33,6 +33,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import timedelta
@@ -199,6 +200,12 @@ def run(cfg: Config, work: Path) -> dict[str, Any]:
     bootstrap_home(trial_settings(base, cfg), pool.labelled.products, actor="benchmark")
     judged = {pid for grades in pool.labelled.qrels.values() for pid in grades}
     unjudged = sorted(p.id for p in pool.labelled.products if p.id not in judged)
+    if not unjudged:  # a generated catalog judges every product: take the least relevant ones
+        relevance = Counter(
+            pid for grades in pool.labelled.qrels.values() for pid, g in grades.items() if g > 0
+        )
+        ids = [p.id for p in pool.labelled.products]
+        unjudged = sorted(ids, key=lambda pid: (relevance[pid], pid))[:50]
     target = random.Random(cfg.seed).choice(unjudged)
     trials: list[Trial] = []
     cases: list[BotMix | None] = [None] + [
