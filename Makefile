@@ -78,7 +78,8 @@ bench-smoke: setup
 	$(BIN)/python -m benchmarks.decisions --quick --out $${TMPDIR:-/tmp}/flywheel-smoke-decisions
 	$(BIN)/python -m benchmarks.poisoning --quick --out $${TMPDIR:-/tmp}/flywheel-smoke-poisoning
 
-# Does the flywheel learn? Home Depot, CPU-sized (about 10 min on 2 cores); GPU sizes and the
+# Does the flywheel learn? Home Depot, CPU-sized (measured 28 min on 2 cores, canaries judged
+# online included); GPU sizes and the
 # device script are in benchmarks/README.md.
 bench-flywheel: setup
 	$(BIN)/python -m benchmarks.flywheel --dataset homedepot --rounds 2 \
