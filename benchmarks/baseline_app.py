@@ -33,7 +33,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram,
 
 from services.encoding.torch_splade import TorchSpladeEncoder
 from services.index.bm25 import Bm25Encoder
-from services.index.factory import open_index
+from services.index.store import open_index
 from services.registry import ModelRegistry
 from services.settings import Settings
 

@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio
 import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -59,7 +61,11 @@ def _explain(error: Mapping[str, Any], limits: SearchSettings) -> str:
     return f"{where}: {error['msg']}"
 
 
-def _install_error_handlers(app: FastAPI, limits: SearchSettings) -> None:
+NO_MODEL_MESSAGE = "No model is loaded yet; retry shortly (GET /readyz says when it is ready)."
+INDEX_DOWN_MESSAGE = "The search index did not answer; retry shortly."
+
+
+def _install_error_handlers(app: FastAPI, limits: SearchSettings, registry_poll_s: float) -> None:
     @app.exception_handler(QueryError)
     async def query_error(_: Request, exc: QueryError) -> JSONResponse:
         SEARCH_REQUESTS.labels(status="4xx", model_version="", arm="").inc()
@@ -74,9 +80,19 @@ def _install_error_handlers(app: FastAPI, limits: SearchSettings) -> None:
 
     @app.exception_handler(SearchIndexError)
     @app.exception_handler(RegistryError)
-    async def unavailable(_: Request, exc: FlywheelError) -> JSONResponse:
+    async def unavailable(request: Request, exc: FlywheelError) -> JSONResponse:
         SEARCH_REQUESTS.labels(status="5xx", model_version="", arm="").inc()
-        return _error(503, "unavailable", str(exc))
+        # The error's text names files and hosts: it goes to the log, shoppers get a fixed
+        # sentence (admins find the load error on /status and /admin/models).
+        logger.warning("%s %s answered 503: %s", request.method, request.url.path, exc)
+        holder: ModelHolder | None = getattr(request.app.state, "holder", None)
+        if getattr(request.state, "admin", False):  # set by the admin token check
+            message, retry = str(exc), 1.0
+        elif holder is None or holder.routing is None:
+            message, retry = NO_MODEL_MESSAGE, registry_poll_s
+        else:
+            message, retry = INDEX_DOWN_MESSAGE, 1.0
+        return _error(503, "unavailable", message, headers={"Retry-After": str(math.ceil(retry))})
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -118,6 +134,8 @@ def create_app(settings: Settings | None = None, sink: EventSink | None = None) 
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         holder = ModelHolder(settings)
         app.state.holder = holder
+        # GET /search's own bound on threads encoding and retrieving (made in the loop).
+        app.state.search_limiter = anyio.CapacityLimiter(settings.server.search_workers)
         app.state.sink = sink or KafkaEventSink(settings.kafka, settings.spool_dir)
         try:
             holder.load()
@@ -151,10 +169,13 @@ def create_app(settings: Settings | None = None, sink: EventSink | None = None) 
             allow_headers=["*"],
         )
     app.add_middleware(_PinRouting, state=app.state)
-    _install_error_handlers(app, settings.search)
+    _install_error_handlers(app, settings.search, settings.server.registry_poll_s)
     app.include_router(search.build_router(settings.search))
     app.include_router(events.router)
     app.include_router(health.router)
+    if settings.server.metrics_port is None:
+        # Otherwise `flywheel serve` serves it on that port, away from the shoppers' one.
+        app.include_router(health.metrics_router)
     app.include_router(status.router)
     app.include_router(admin.router)
     return app

@@ -1,4 +1,9 @@
-"""FastAPI dependencies as ``Annotated`` aliases."""
+"""FastAPI dependencies as ``Annotated`` aliases.
+
+They are ``async def`` on purpose: FastAPI runs a plain ``def`` dependency in the shared
+thread pool, so even /readyz would wait for a free thread behind slow admin or status calls;
+these only read ``app.state`` and so run on the event loop.
+"""
 
 from __future__ import annotations
 
@@ -11,15 +16,15 @@ from services.events import EventSink
 from services.settings import Settings
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings  # type: ignore[no-any-return]
 
 
-def get_holder(request: Request) -> ModelHolder:
+async def get_holder(request: Request) -> ModelHolder:
     return request.app.state.holder  # type: ignore[no-any-return]
 
 
-def get_sink(request: Request) -> EventSink:
+async def get_sink(request: Request) -> EventSink:
     return request.app.state.sink  # type: ignore[no-any-return]
 
 

@@ -32,8 +32,7 @@ from services.events import ServingArm
 from services.identity import in_canary, routing_secret
 from services.index.base import ProductIndex
 from services.index.bm25 import Bm25Encoder
-from services.index.factory import open_index
-from services.index.server import QdrantServerIndex
+from services.index.store import open_index, opened_store
 from services.metrics import (
     INDEX_POINTS,
     MODEL_INFO,
@@ -265,11 +264,11 @@ class ModelHolder:
             self._move_alias(routing.production)
 
     def _move_alias(self, production: LoadedModel) -> None:
-        """On a Qdrant server, point the alias ``<prefix>`` at production for outside readers."""
-        if not isinstance(production.index, QdrantServerIndex):
-            return
+        """On a Qdrant server, point the alias ``<prefix>`` at production for outside readers
+        (Qdrant Edge has no aliases: nothing to do)."""
         try:
-            production.index.set_alias(self.settings.qdrant.collection_prefix)
+            with opened_store(self.settings) as store:
+                store.set_alias(production.version)
         except FlywheelError as exc:
             self.last_error = f"Serving {production.version}, but the alias was not moved: {exc}"
             logger.error("%s", self.last_error)

@@ -52,6 +52,9 @@ class ModelStatus(BaseModel):
     products: int
 
 
+ReasonCode = Literal["loading", "no_model", "refresh_failed"]
+
+
 class ReadyResponse(BaseModel):
     """Readiness: ready once a production model and its index are loaded."""
 
@@ -61,7 +64,16 @@ class ReadyResponse(BaseModel):
     event_backlog: int = Field(
         description="Events not yet acknowledged by Kafka; searches are served regardless."
     )
-    reason: str | None = None
+    reason: str | None = Field(
+        default=None,
+        description="Why not ready, or what went wrong while ready, in words (a fixed sentence "
+        "per reason_code; the error itself is on /status and /admin/models, admin token).",
+    )
+    reason_code: ReasonCode | None = Field(
+        default=None,
+        description="loading, no_model (the last load failed) or refresh_failed (still "
+        "serving the loaded models).",
+    )
 
 
 class HealthResponse(BaseModel):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import secrets
 import shutil
 import threading
 import time
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from pydantic import SecretStr
 from rich.console import Group
 from rich.live import Live
 from rich.text import Text
@@ -411,8 +413,13 @@ def _run(settings: Settings, pool: IntentPool, ports: tuple[int, int], deadline:
     cfg = settings.demo
     _log_to_file(settings.home / "demo.log")
     finished = False
+    if settings.server.admin_token is None:
+        # The status page needs the admin token: a fresh one for this run, shown below.
+        settings.server.admin_token = SecretStr(secrets.token_urlsafe(16))
+    status = f"/status?token={settings.server.admin_token.get_secret_value()}"
     with contextlib.ExitStack() as stack:
         api, shop = _start_services(stack, settings, ports)
+        # The report names the page, not the token (it outlives this run's token).
         urls = {"search API": f"{api}/docs", "storefront": shop, "status page": f"{api}/status"}
         traffic = ShopperTraffic(api, pool, settings.simulator)
         stop_shoppers = threading.Event()
@@ -422,7 +429,7 @@ def _run(settings: Settings, pool: IntentPool, ports: tuple[int, int], deadline:
         loop = Loop(settings, pool, traffic)
         facts = _facts(settings, pool, urls)
         console.print(
-            f"storefront: {shop}   search API: {api}/docs   status: {api}/status\n"
+            f"storefront: {shop}   search API: {api}/docs   status: {api}{status}\n"
             f"log: {settings.home / 'demo.log'}   Ctrl-C stops (the report is still written)"
         )
         try:

@@ -1,5 +1,5 @@
-"""``flywheel models | promote | rollback | canary … | gc``: list the registry, edit its
-pointers directly and delete versions nothing needs.
+"""``flywheel models | promote | rollback | canary … | gc | reconcile``: list the registry,
+edit its pointers directly and delete versions (and indexes) nothing needs.
 
 Running servers poll the registry every ``registry_poll_s`` and hot-swap on their own; every
 change is appended to ``registry/events.jsonl`` with the OS user as the actor.
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -18,6 +18,9 @@ from flywheel_cli.ui import console, fail
 from services.errors import FlywheelError
 from services.registry import Expected, ModelRegistry, Pointers, default_actor
 from services.settings import Settings
+
+if TYPE_CHECKING:
+    from services.index.store import Reconciled
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +58,13 @@ ExpectCanary = Annotated[
     typer.Option(
         "--expect-canary",
         help="Act only if the canary is still this version ('none': no canary).",
+    ),
+]
+Force = Annotated[
+    bool,
+    typer.Option(
+        "--force",
+        help="Serve a version that has not passed the gate (recorded in events.jsonl).",
     ),
 ]
 
@@ -109,6 +119,7 @@ def promote(
     ] = None,
     expect_production: ExpectProduction = None,
     expect_canary: ExpectCanary = None,
+    force: Force = False,
 ) -> None:
     """Make the canary (or VERSION) production; the old production stays for rollback."""
     _change(
@@ -116,6 +127,7 @@ def promote(
             version,
             actor=_actor(),
             expect=_expected(registry, expect_production, expect_canary),
+            force=force,
         )
     )
 
@@ -143,10 +155,11 @@ def canary_start(
         float | None,
         typer.Option(help="Share of sessions (0 < F <= 1); default: retrain.canary_fraction."),
     ] = None,
+    force: Force = False,
 ) -> None:
-    """Route a share of sessions (stable per session_id) to VERSION."""
+    """Route a share of shoppers (stable per client or session) to VERSION."""
     share = fraction if fraction is not None else Settings().retrain.canary_fraction
-    _change(lambda registry: registry.set_canary(version, share, actor=_actor()))
+    _change(lambda registry: registry.set_canary(version, share, actor=_actor(), force=force))
 
 
 @canary_app.command("status")
@@ -246,36 +259,62 @@ def gc_command(
     dry_run: Annotated[bool, typer.Option(help="Only list what would be deleted.")] = False,
 ) -> None:
     """Delete model versions (and their indexes) that neither serve nor may be rolled back to."""
+    from retrainer.pipeline import reference_version
+    from services.index.store import opened_store, reconcile
+
     settings, registry = _registry()
     keep = keep if keep is not None else settings.retrain.keep_versions
-    index_dir = settings.index_dir if settings.qdrant.url is None else None
     try:
-        from retrainer.pipeline import reference_version
-
-        doomed = registry.garbage_collect(
-            keep,
-            index_dir,
-            dry_run=dry_run,
-            actor=_actor(),
-            protect=[reference_version(settings, registry)],
-        )
-        if doomed and not dry_run and settings.qdrant.url is not None:
-            _drop_collections(settings, doomed)
+        with opened_store(settings) as store:
+            doomed = registry.garbage_collect(
+                keep,
+                store.drop,
+                dry_run=dry_run,
+                actor=_actor(),
+                protect=[reference_version(settings, registry)],
+            )
+        orphans = reconcile(settings, dry_run=dry_run)
     except FlywheelError as exc:
         raise fail(exc) from exc
     verb = "would delete" if dry_run else "deleted"
     console.print(f"{verb}: {', '.join(doomed) or 'nothing'} (keep = {keep})")
+    _report_orphans(orphans, dry_run)
 
 
-def _drop_collections(settings: Settings, versions: list[str]) -> None:
-    """On a Qdrant server, the deleted versions' collections go too."""
-    from services.index.factory import server_client
-    from services.index.server import QdrantServerIndex
+@app.command("reconcile")
+def reconcile_command(
+    dry_run: Annotated[bool, typer.Option(help="Only list what would be dropped.")] = False,
+    adopt: Annotated[
+        bool,
+        typer.Option(
+            help="Take unstamped indexes of registered versions (built before indexes were "
+            "stamped) as complete: once, after upgrading a home that served them."
+        ),
+    ] = False,
+) -> None:
+    """Drop indexes (Edge shards, server collections) of versions no longer in the registry."""
+    from services.index.store import reconcile
 
-    client = server_client(settings)
     try:
-        for version in versions:
-            QdrantServerIndex(client, settings.qdrant.collection_prefix, version).drop()
-            logger.info("dropped the collection of %s", version)
-    finally:
-        client.close()
+        orphans = reconcile(Settings(), dry_run=dry_run, adopt=adopt)
+    except FlywheelError as exc:
+        raise fail(exc) from exc
+    _report_orphans(orphans, dry_run)
+
+
+def _report_orphans(found: Reconciled, dry_run: bool) -> None:
+    verb = "would drop" if dry_run else "dropped"
+    console.print(f"orphan indexes {verb}: {', '.join(found.dropped) or 'none'}")
+    if found.adopted:
+        verb = "would adopt" if dry_run else "adopted"
+        console.print(f"{verb} as complete: {', '.join(found.adopted)}")
+    if found.foreign:
+        console.print(
+            f"left alone, built by another home's registry: {', '.join(found.foreign)} "
+            "(give each home its own FLYWHEEL_QDRANT__COLLECTION_PREFIX)"
+        )
+    if found.unstamped:
+        console.print(
+            f"left alone, not stamped by any registry: {', '.join(found.unstamped)}; "
+            "`--adopt` takes those of registered versions as complete"
+        )

@@ -2,20 +2,30 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from flywheel_cli.ui import console, progress_bar
+from flywheel_cli.ui import console, fail, progress_bar
+from services.errors import ConfigError, FlywheelError
 from services.settings import Settings
+
+logger = logging.getLogger(__name__)
 
 app = typer.Typer()
 
 
 @app.command()
 def index(
-    catalog: Annotated[Path, typer.Option(help="Products file: CSV, JSONL or Parquet.")],
+    catalog: Annotated[
+        Path | None,
+        typer.Option(
+            help="Products file: CSV, JSONL or Parquet (default with --model VERSION: the "
+            "home's saved catalog)."
+        ),
+    ] = None,
     id_column: Annotated[str | None, typer.Option(help="Column holding product ids.")] = None,
     text_column: Annotated[
         list[str] | None, typer.Option(help="Column(s) with product text; repeatable.")
@@ -23,43 +33,45 @@ def index(
     model: Annotated[
         str | None,
         typer.Option(
-            help="A registered version (v3) to index with, or a checkpoint ('bundled', a path) "
-            "to register as a new version first."
+            help="A registered version (v3) that does not serve, to build its index, or a "
+            "checkpoint ('bundled', a path) to register as a new version first."
         ),
     ] = None,
 ) -> None:
-    """Encode and index a catalog; on a new home, register the bundled model as v1 production."""
+    """Index a catalog: on a new home the bundled model becomes v1 production; on a home that
+    serves, a new catalog becomes a new version that production switches to atomically."""
     from services.catalog import load_catalog
-    from services.catalog_store import save_products
-    from services.indexing import index_products
-    from services.registry import ModelRegistry
+    from services.indexing import index_catalog
+    from services.registry import default_actor
 
     settings = Settings()
-    registry = ModelRegistry(settings.registry_dir)
-    products = load_catalog(catalog, id_column=id_column, text_columns=text_column)
-    version = registry.pointers().production
-    if model in registry.versions():
-        version, model = model, None
-    new = model is not None or version is None
-    if new:
-        # Only registering needs PyTorch; indexing with a registered version runs on ONNX.
-        from services.encoding.package import register_pretrained
-
-        card = register_pretrained(registry, model or settings.encoder.model, settings.encoder)
-        version = card.version
-        console.print(f"registered {card.source!r} as model [bold]{version}[/bold]")
-    assert version is not None
-    save_products(products, settings.home)
-    with progress_bar() as bar:
-        task = bar.add_task(f"indexing with {version}", total=len(products))
-        idx = index_products(settings, version, products, progress=lambda n: bar.advance(task, n))
-        count = idx.count()
-        idx.close()
-    if new and registry.pointers().production is None:
-        registry.set_production(version)
+    try:
+        products = (
+            load_catalog(catalog, id_column=id_column, text_columns=text_column)
+            if catalog is not None
+            else None
+        )
+        with progress_bar() as bar:
+            task = bar.add_task("indexing", total=len(products) if products else None)
+            done = index_catalog(
+                settings,
+                products,
+                model=model,
+                progress=lambda n: bar.advance(task, n),
+                actor=f"cli:{default_actor()}",
+            )
+    except FlywheelError as exc:
+        raise fail(exc) from exc
+    if done.registered:
+        console.print(f"registered {done.registered!r} as model [bold]{done.version}[/bold]")
+    if done.reindexed_from:
+        console.print(
+            f"the new catalog is [bold]{done.version}[/bold] (the model of "
+            f"{done.reindexed_from}); {done.reindexed_from} stays for rollback"
+        )
     console.print(
-        f"indexed [bold]{count}[/bold] products with {version}; production = "
-        f"{registry.pointers().production}. Next: `flywheel serve`."
+        f"indexed [bold]{done.points}[/bold] products with {done.version}; production = "
+        f"{done.production}. Next: `flywheel serve`."
     )
 
 
@@ -68,16 +80,37 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Bind address (default from settings).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default from settings).")] = None,
 ) -> None:
-    """Run the search service (encoder_server) under uvicorn."""
+    """Run the search service (encoder_server) under uvicorn; /metrics on its own port if
+    server.metrics_port is set."""
     import uvicorn
+    from prometheus_client import start_http_server
 
     from encoder_server.app import create_app
 
     settings = Settings()
-    uvicorn.run(
-        create_app(settings),
-        host=host or settings.server.host,
-        port=port if port is not None else settings.server.port,
-        log_level="info",
-        access_log=False,
-    )
+    bind = host or settings.server.host
+    metrics = settings.server.metrics_port
+    server = None
+    if metrics is not None:
+        # A port of its own, so the shoppers' port exposes no metrics (create_app leaves
+        # /metrics out then); Prometheus scrapes this one.
+        try:
+            server, _ = start_http_server(metrics, addr=bind)
+        except OSError as exc:
+            raise ConfigError(
+                f"Cannot serve /metrics on {bind}:{metrics} ({exc}); pick a free port in "
+                "FLYWHEEL_SERVER__METRICS_PORT, or unset it to serve /metrics on the API port."
+            ) from exc
+        logger.info("serving /metrics on %s:%d", bind, metrics)
+    try:
+        uvicorn.run(
+            create_app(settings),
+            host=bind,
+            port=port if port is not None else settings.server.port,
+            log_level="info",
+            access_log=False,
+        )
+    finally:
+        if server is not None:
+            server.shutdown()
+            server.server_close()

@@ -1,8 +1,9 @@
 """One retraining run: snapshot → pairs → fine-tune → register → index → gate → publish.
 
 A crash at any step leaves the registry valid and production untouched: the candidate
-becomes a version only once fully written (staging + rename), its index is private until a
-pointer names it, and pointers change last, atomically.
+becomes a version only once fully written (staging + rename), it can serve only once its index
+is recorded complete, pointers change last, atomically, and a rejected candidate's index is
+dropped at once.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from services.errors import FlywheelError, PointersChangedError, RegistryError
 from services.evaluation.heldout import HeldOutEvaluator, HeldOutSet
 from services.evaluation.report import EvalReport
 from services.index.base import ProductIndex
+from services.index.store import opened_store
 from services.indexing import index_products
 from services.metrics import (
     GATE_DECISIONS,
@@ -47,7 +49,7 @@ from services.metrics import (
     RETRAIN_SECONDS,
 )
 from services.products import Product
-from services.registry import CARD, Expected, ModelRegistry, Pointers, atomic_write_text
+from services.registry import Expected, ModelRegistry, Pointers
 from services.settings import Settings
 from services.snapshots import Snapshot
 
@@ -114,12 +116,13 @@ def run_retrain(settings: Settings, *, stage: Stage | None = None) -> RetrainOut
     try:
         with exclusive_run(registry):
             outcome = _run(settings, registry, stage or (lambda _s: None))
-            deleted = registry.garbage_collect(
-                settings.retrain.keep_versions,
-                settings.index_dir if settings.qdrant.url is None else None,
-                actor="retrainer",
-                protect=[reference_version(settings, registry)],
-            )
+            with opened_store(settings) as store:
+                deleted = registry.garbage_collect(
+                    settings.retrain.keep_versions,
+                    store.drop,
+                    actor="retrainer",
+                    protect=[reference_version(settings, registry)],
+                )
             if deleted:
                 logger.info("deleted old versions %s", ", ".join(deleted))
     except FlywheelError:
@@ -387,16 +390,7 @@ def _publish(
 ) -> RetrainOutcome:
     """Record the decision in the card, the report and metrics; then move pointers."""
     version = decision.candidate
-    card = registry.card(version)
-    metrics = {
-        f"{check.name}_ndcg_at_10": check.candidate_value
-        for check in decision.checks
-        if check.name != "reference"
-    }
-    updated = card.model_copy(
-        update={"gate": decision.model_dump(mode="json"), "metrics": {**card.metrics, **metrics}}
-    )
-    atomic_write_text(registry.path(version) / CARD, updated.model_dump_json(indent=2))
+    registry.record_gate(version, decision)
     report = write_report(decision, settings.reports_dir)
     GATE_DECISIONS.labels(outcome="passed" if decision.passed else "rejected").inc()
     for check in decision.checks:
@@ -408,6 +402,10 @@ def _publish(
                 check.candidate_value
             )
     if not decision.passed:
+        # A rejected candidate never serves: its index goes now (the card and report stay).
+        registry.forget_index(version)
+        with opened_store(settings) as store:
+            store.drop(version)
         return RetrainOutcome("rejected", "; ".join(decision.reasons), version, decision, report)
     fraction = settings.retrain.canary_fraction
     # Roll out only onto the production the candidate was gated against (compare-and-swap):

@@ -3,7 +3,6 @@ the ones a running encoder_server holds open."""
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -11,8 +10,7 @@ from pathlib import Path
 
 from services.encoding.base import SpladeEncoder
 from services.index.base import ProductIndex
-from services.index.edge import EdgeIndex
-from services.index.factory import open_index
+from services.index.store import open_index
 from services.indexing import index_products
 from services.products import Product
 from services.settings import QdrantSettings, Settings
@@ -23,12 +21,9 @@ def readable_index(settings: Settings, version: str, scratch: Path) -> ProductIn
 
     A Qdrant Edge shard takes one handle at a time and a serving shard is never written after
     it is built, so the run opens a copy; a Qdrant server collection is opened directly.
+    Either is checked complete and this home's, as a server checks what it serves.
     """
-    if settings.qdrant.url is not None:
-        return open_index(settings, version)
-    copy = scratch / "indexes" / version
-    shutil.copytree(settings.index_dir / version, copy, dirs_exist_ok=False)
-    return EdgeIndex.open(copy, version)
+    return open_index(settings, version, scratch=scratch)
 
 
 def index_reader(
@@ -64,4 +59,4 @@ def scratch_index(
         encoder=settings.encoder,
         search=settings.search,
     )
-    return index_products(local, name, products, encoder=encoder)
+    return index_products(local, name, products, encoder=encoder, record=False)

@@ -69,6 +69,13 @@ class SearchSettings(BaseModel):
     default_k: int = Field(default=10, ge=1)
     max_k: int = Field(default=100, ge=1)
     max_page: int = Field(default=100, ge=1)
+    max_depth: int = Field(
+        default=1000,
+        ge=1,
+        description="Deepest result a request may reach (page * k): every page re-ranks the "
+        "fused lists from the top, so deep pages cost page * k hits per mode and model; "
+        "deeper requests get 400 (shoppers narrow the query or filter instead).",
+    )
     max_query_chars: int = Field(default=256, ge=1)
     filter_fields: dict[str, FilterKind] = Field(
         default_factory=lambda: dict[str, FilterKind](
@@ -146,6 +153,23 @@ class ServerSettings(BaseModel):
         ge=1,
         description="Threads POST /events may occupy waiting for the spool and Kafka (its own "
         "pool: health probes and searches never queue behind it).",
+    )
+    search_workers: int = Field(
+        default=4,
+        ge=1,
+        description="Searches encoding and retrieving at once, in GET /search's own thread "
+        "pool (the event loop and health probes never wait for them; more wait their turn "
+        "without holding a thread). Each uses one ONNX Runtime thread (encoder.query_threads) "
+        "and then waits on the index, so about twice the pod's cores (2) keeps them busy "
+        "without queueing inside the OS.",
+    )
+    metrics_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="Serve GET /metrics on its own port (same bind address as the API) and "
+        "answer 404 for it on the API port, so the shoppers' port exposes no metrics; unset: "
+        "on the API port.",
     )
     max_body_bytes: int = Field(
         default=1024 * 1024,

@@ -40,6 +40,8 @@ class Status(BaseModel):
     canary_decisions: list[dict[str, Any]]
     timeline: list[dict[str, Any]]
     snapshot: str | None
+    last_error: str | None = None
+    """Why this replica's last model load or refresh failed (exception text, admins only)."""
 
 
 def _online(exports: Path) -> tuple[str | None, dict[str, tuple[float, int]]]:
@@ -61,8 +63,12 @@ def _online(exports: Path) -> tuple[str | None, dict[str, tuple[float, int]]]:
     return snapshot.name, {str(v): (float(n or 0.0), int(c)) for v, n, c in rows}
 
 
-def collect_status(registry: ModelRegistry, exports: Path, *, last: int = 20) -> Status:
-    """Read the registry, its logs and the latest snapshot into one :class:`Status`."""
+def collect_status(
+    registry: ModelRegistry, exports: Path, *, last: int = 20, last_error: str | None = None
+) -> Status:
+    """Read the registry, the ``last`` entries of its logs and the latest snapshot into one
+    :class:`Status`. Logs are read from their end only (a bounded number of bytes), so a
+    long history does not slow the page down."""
     pointers = registry.pointers()
     snapshot, online = _online(exports)
     versions = []
@@ -77,9 +83,9 @@ def collect_status(registry: ModelRegistry, exports: Path, *, last: int = 20) ->
             if version in pointers.history
             else ""
         )
-        gate = card.gate or {}
-        # The gate's recorded checks (services.decisions.GateCheck), by name.
-        checks = {c.get("name"): c for c in gate.get("checks", []) if isinstance(c, dict)}
+        gate = card.gate
+        heldout = gate.check("heldout") if gate else None
+        guard = gate.check("guard") if gate else None
         versions.append(
             VersionStatus(
                 version=version,
@@ -87,10 +93,10 @@ def collect_status(registry: ModelRegistry, exports: Path, *, last: int = 20) ->
                 parent=card.parent,
                 source=card.source,
                 created_at=f"{card.created_at:%Y-%m-%d %H:%M}",
-                gate_passed=gate.get("passed"),
-                gate_reasons=list(gate.get("reasons", [])),
-                heldout_ndcg=(checks.get("heldout") or {}).get("candidate_value"),
-                guard_ndcg=(checks.get("guard") or {}).get("candidate_value"),
+                gate_passed=gate.passed if gate else None,
+                gate_reasons=list(gate.reasons) if gate else [],
+                heldout_ndcg=heldout.candidate_value if heldout else None,
+                guard_ndcg=guard.candidate_value if guard else None,
                 online_ndcg=online.get(version, (None, 0))[0],
                 online_lists=online.get(version, (None, 0))[1],
             )
@@ -100,6 +106,7 @@ def collect_status(registry: ModelRegistry, exports: Path, *, last: int = 20) ->
         pointers=pointers,
         versions=versions,
         canary_decisions=[d.model_dump(mode="json") for d in decisions],
-        timeline=registry.events()[-last:],
+        timeline=registry.events(last=last),
         snapshot=snapshot,
+        last_error=last_error,
     )

@@ -210,7 +210,7 @@ def test_evaluator(
     from contextlib import closing
 
     from services.encoding.versions import VersionEncoders
-    from services.index.factory import open_index
+    from services.index.store import open_index
 
     return HeldOutEvaluator(
         HeldOutSet(
@@ -325,7 +325,7 @@ class Shoppers:
 
         from services.encoding.versions import VersionEncoders
         from services.identity import routing_secret
-        from services.index.factory import open_index
+        from services.index.store import open_index
 
         self.settings = settings
         self.cfg = cfg

@@ -2,7 +2,8 @@
 
 State-changing endpoints edit the shared registry (so every replica follows within
 ``registry_poll_s``) and then refresh this replica at once. They need
-``Authorization: Bearer <FLYWHEEL_SERVER__ADMIN_TOKEN>`` and are off while no token is set.
+``Authorization: Bearer <FLYWHEEL_SERVER__ADMIN_TOKEN>`` and are off while no token is set;
+so does GET /admin/models (card sources may be paths; the last load error is exception text).
 """
 
 from __future__ import annotations
@@ -23,35 +24,70 @@ from encoder_server.holder import ModelHolder
 from encoder_server.schemas import ErrorResponse, ModelStatus
 from services.errors import PointersChangedError, RegistryError
 from services.registry import Expected, Pointers
+from services.settings import Settings
 
 logger = logging.getLogger(__name__)
 
 _bearer = HTTPBearer(auto_error=False, description="FLYWHEEL_SERVER__ADMIN_TOKEN")
 
 
-def require_admin(
-    settings: SettingsDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
-) -> None:
-    """Refuse unless admin endpoints are on and the bearer token matches."""
+def _check_token(request: Request, settings: Settings, given: str, how: str) -> None:
+    """Refuse unless admin endpoints are on and ``given`` is the admin token; ``how`` says
+    how this endpoint takes the token. Marks the request as an admin's (its errors may then
+    show their details)."""
     token = settings.server.admin_token
     if token is None:
         raise HTTPException(
             403,
-            "Admin endpoints are off until FLYWHEEL_SERVER__ADMIN_TOKEN is set; set it and "
-            "restart, or use the CLI (`flywheel promote`, `flywheel rollback`) on the registry.",
+            "Admin endpoints and the status page are off until FLYWHEEL_SERVER__ADMIN_TOKEN is "
+            "set; set it and restart, or use the CLI (`flywheel promote`, `flywheel rollback`) "
+            "on the registry.",
         )
-    given = credentials.credentials if credentials else ""
+    # Constant time, so the token cannot be guessed byte by byte from response times.
     if not hmac.compare_digest(given.encode(), token.get_secret_value().encode()):
         raise HTTPException(
             401,
-            "Missing or wrong admin token; send "
-            "Authorization: Bearer <FLYWHEEL_SERVER__ADMIN_TOKEN>.",
+            f"Missing or wrong admin token; send {how}.",
             headers={"WWW-Authenticate": "Bearer"},
         )
+    request.state.admin = True
+
+
+def require_admin(
+    request: Request,
+    settings: SettingsDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
+) -> None:
+    """Refuse unless admin endpoints are on and the bearer token matches."""
+    given = credentials.credentials if credentials else ""
+    _check_token(request, settings, given, "Authorization: Bearer <FLYWHEEL_SERVER__ADMIN_TOKEN>")
+
+
+def require_admin_page(
+    request: Request,
+    settings: SettingsDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
+    token: Annotated[
+        str | None,
+        Query(
+            description="The admin token, for a browser that cannot send the header; prefer "
+            "the header elsewhere (a URL ends up in browser history and proxy logs)."
+        ),
+    ] = None,
+) -> None:
+    """:func:`require_admin` for pages a browser opens: the bearer header or ``?token=``."""
+    given = credentials.credentials if credentials else (token or "")
+    _check_token(
+        request,
+        settings,
+        given,
+        "Authorization: Bearer <FLYWHEEL_SERVER__ADMIN_TOKEN>, or open the page with "
+        "?token=<FLYWHEEL_SERVER__ADMIN_TOKEN>",
+    )
 
 
 AdminDep = Annotated[None, Depends(require_admin)]
+AdminPageDep = Annotated[None, Depends(require_admin_page)]
 
 
 class AdminState(BaseModel):
@@ -83,10 +119,13 @@ class ModelsResponse(AdminState):
     versions: list[VersionSummary]
 
 
-STATE_RESPONSES: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorResponse, "description": "The registry refused the change."},
+AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorResponse, "description": "Missing or wrong admin token."},
     403: {"model": ErrorResponse, "description": "Admin endpoints are off (no token set)."},
+}
+STATE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorResponse, "description": "The registry refused the change."},
+    **AUTH_RESPONSES,
     409: {
         "model": ErrorResponse,
         "description": "The pointers are not the expected ones (pointers_changed), or the "
@@ -104,6 +143,12 @@ ExpectCanary = Annotated[
         description="Compare-and-swap: act only if the canary is still this version "
         "('none': no canary)."
     ),
+]
+
+
+Force = Annotated[
+    bool,
+    Query(description="Serve a version that has not passed the gate (recorded in events.jsonl)."),
 ]
 
 
@@ -183,6 +228,7 @@ def promote(
     ] = None,
     expect_production: ExpectProduction = None,
     expect_canary: ExpectCanary = None,
+    force: Force = False,
 ) -> AdminState | JSONResponse:
     """Make the canary (or the given version) production; the old one becomes a rollback target."""
     return _apply(
@@ -191,6 +237,7 @@ def promote(
             version,
             actor=_actor(request),
             expect=_expect(holder, expect_production, expect_canary),
+            force=force,
         ),
     )
 
@@ -218,11 +265,13 @@ def canary(
     request: Request,
     holder: HolderDep,
     version: Annotated[str, Query(description="Version to serve to the canary sessions.")],
-    fraction: Annotated[float, Query(gt=0, le=1, description="Share of sessions, by hash.")],
+    fraction: Annotated[float, Query(gt=0, le=1, description="Share of shoppers, by hash.")],
+    force: Force = False,
 ) -> AdminState | JSONResponse:
-    """Route a fraction of sessions (stable per session_id) to a canary version."""
+    """Route a fraction of shoppers (stable per client or session) to a canary version."""
     return _apply(
-        holder, lambda: holder.registry.set_canary(version, fraction, actor=_actor(request))
+        holder,
+        lambda: holder.registry.set_canary(version, fraction, actor=_actor(request), force=force),
     )
 
 
@@ -243,8 +292,12 @@ def clear_canary(
     )
 
 
-@router.get("/models", response_model=ModelsResponse)
-def models(holder: HolderDep) -> ModelsResponse:
+@router.get(
+    "/models",
+    response_model=ModelsResponse,
+    responses=AUTH_RESPONSES,
+)
+def models(_: AdminDep, holder: HolderDep) -> ModelsResponse:
     """Registered versions with their card summaries, the pointers and what serves."""
     state = _state(holder)
     pointers = state.pointers
@@ -263,7 +316,7 @@ def models(holder: HolderDep) -> ModelsResponse:
                 source=card.source,
                 created_at=card.created_at,
                 metrics=card.metrics,
-                gate=card.gate,
+                gate=card.gate.model_dump(mode="json") if card.gate else None,
             )
         )
     return ModelsResponse(**state.model_dump(), versions=versions)

@@ -1,14 +1,23 @@
-"""GET /search: encode the query with the routed version's encoder, search its index."""
+"""GET /search: encode the query with the routed version's encoder, search its index.
+
+Encoding (ONNX Runtime) and the index call are synchronous and CPU-bound, so they run in
+GET /search's own thread pool (``server.search_workers`` at once; app.state.search_limiter)
+instead of on the event loop: health probes, POST /events and other searches keep being
+answered while they work. The request awaits its thread, so the model lease that the app's
+middleware holds for the request also covers the work in the thread.
+"""
 
 # No `from __future__ import annotations`: the route signature closes over `limits`,
 # and FastAPI must see evaluated annotations.
 
+import functools
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated
 
+import anyio.to_thread
 from fastapi import APIRouter, Query, Request
 from pydantic import StringConstraints
 
@@ -141,7 +150,11 @@ def build_router(limits: SearchSettings) -> APIRouter:
         "/search",
         response_model=SearchResponse,
         responses={
-            400: {"model": ErrorResponse},
+            400: {
+                "model": ErrorResponse,
+                "description": "A bad filter or parameter, or page × k over "
+                f"{limits.max_depth} (narrow the query or filter instead of paging deeper).",
+            },
             422: {"model": ErrorResponse},
             503: {"model": ErrorResponse},
         },
@@ -162,7 +175,14 @@ def build_router(limits: SearchSettings) -> APIRouter:
         k: Annotated[int, Query(ge=1, le=limits.max_k, description="Results per page.")] = (
             limits.default_k
         ),
-        page: Annotated[int, Query(ge=1, le=limits.max_page, description="1-based page.")] = 1,
+        page: Annotated[
+            int,
+            Query(
+                ge=1,
+                le=limits.max_page,
+                description=f"1-based page; page × k may not exceed {limits.max_depth}.",
+            ),
+        ] = 1,
         mode: Annotated[
             SearchMode | None,
             Query(description=f"Retrieval mode; default {limits.default_mode}."),
@@ -182,6 +202,12 @@ def build_router(limits: SearchSettings) -> APIRouter:
                 f"Unknown parameter(s) {', '.join(unknown)}; allowed: "
                 f"{', '.join(sorted(KNOWN_PARAMS))}. Filters go in filter=FIELD:VALUE."
             )
+        if page * k > limits.max_depth:
+            raise QueryError(
+                f"page={page} with k={k} asks for results {(page - 1) * k + 1}-{page * k}, "
+                f"deeper than the {limits.max_depth} served (page × k ≤ {limits.max_depth}); "
+                "narrow the query or add filters (filter=FIELD:VALUE) instead of paging deeper."
+            )
         filters = parse_filters(filter or [], limits.filter_fields)
         routing = holder.routing
         if routing is None:
@@ -195,7 +221,8 @@ def build_router(limits: SearchSettings) -> APIRouter:
             holder.secret,
             client_address(request, server.client_address_header, server.trusted_proxies),
         )
-        served = _serve(
+        work = functools.partial(
+            _serve,
             routing,
             client if server.canary_unit == "client" else session_id,
             query_id,
@@ -204,6 +231,9 @@ def build_router(limits: SearchSettings) -> APIRouter:
             k,
             offset,
         )
+        # Not abandoned on cancellation (anyio's default): a client that hangs up still
+        # waits here for its thread, so the request's model lease outlives the work.
+        served = await anyio.to_thread.run_sync(work, limiter=request.app.state.search_limiter)
         model, arm, hits = served.model, served.arm, served.hits
         event = QueryEvent(
             query_id=query_id,

@@ -1,5 +1,8 @@
 """GET /status: a small page for the people running Flywheel (models, pointers, canary,
-gate decisions, nDCG per version). GET /status.json is the same data for scripts."""
+gate decisions, nDCG per version, the last load error). GET /status.json is the same data for
+scripts. Both need the admin token (they show actors, sources and error text): the header
+``Authorization: Bearer <FLYWHEEL_SERVER__ADMIN_TOKEN>``, or ``/status?token=<token>`` in a
+browser."""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ from fastapi import APIRouter
 from fastapi.responses import HTMLResponse
 
 from encoder_server.deps import HolderDep, SettingsDep
+from encoder_server.routes.admin import AUTH_RESPONSES, AdminPageDep
 from services.status import Status, collect_status
 
 router = APIRouter(tags=["operations"])
@@ -121,6 +125,7 @@ th{{background:#f3f3f3}}.pill{{padding:.1rem .5rem;border-radius:1rem;background
  · Serving here: {html.escape(", ".join(serving) or "nothing loaded")}
  · Rollback targets: {html.escape(", ".join(reversed(p.history)) or "none")}
  · Latest snapshot: {html.escape(status.snapshot or "none")}</p>
+<p>Last load error here: <span id="last-error">{html.escape(status.last_error or "none")}</span></p>
 <h2>nDCG@10 per version</h2>{_plot(status)}
 <h2>Versions</h2><table><tr><th>version</th><th>role</th><th>parent</th><th>source</th>
 <th>created</th><th>gate</th><th>held-out nDCG@10</th><th>guard nDCG@10</th>
@@ -130,10 +135,10 @@ th{{background:#f3f3f3}}.pill{{padding:.1rem .5rem;border-radius:1rem;background
 </body></html>"""
 
 
-@router.get("/status", response_class=HTMLResponse)
-def status_page(settings: SettingsDep, holder: HolderDep) -> HTMLResponse:
-    """Models, pointers, canary state and gate decisions at a glance."""
-    status = collect_status(holder.registry, settings.exports_dir)
+@router.get("/status", response_class=HTMLResponse, responses=AUTH_RESPONSES)
+def status_page(_: AdminPageDep, settings: SettingsDep, holder: HolderDep) -> HTMLResponse:
+    """Models, pointers, canary state and gate decisions at a glance (admin token)."""
+    status = collect_status(holder.registry, settings.exports_dir, last_error=holder.last_error)
     routing = holder.routing
     serving = (
         []
@@ -147,7 +152,7 @@ def status_page(settings: SettingsDep, holder: HolderDep) -> HTMLResponse:
     return HTMLResponse(render(status, serving))
 
 
-@router.get("/status.json", response_model=Status)
-def status_json(settings: SettingsDep, holder: HolderDep) -> Status:
-    """The status page's data."""
-    return collect_status(holder.registry, settings.exports_dir)
+@router.get("/status.json", response_model=Status, responses=AUTH_RESPONSES)
+def status_json(_: AdminPageDep, settings: SettingsDep, holder: HolderDep) -> Status:
+    """The status page's data (admin token)."""
+    return collect_status(holder.registry, settings.exports_dir, last_error=holder.last_error)

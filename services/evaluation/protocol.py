@@ -179,6 +179,7 @@ def evaluate_dataset(
                 dataset.products,
                 encoder=doc_encoder,
                 progress=report_to("index", len(dataset.products)),
+                record=False,
             )
             timings["index"] = time.perf_counter() - started
             try:

@@ -6,6 +6,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from pydantic import BaseModel, Field
+
 from services.products import Product
 from services.sparse import SparseVec
 
@@ -39,6 +41,23 @@ class SearchFilters:
 
     def __bool__(self) -> bool:
         return bool(self.keywords or self.ranges)
+
+
+class IndexStamp(BaseModel):
+    """What an index records about itself (Qdrant Edge: a file in its folder; a Qdrant server:
+    the collection's metadata): which registry built it for which version, and, once every
+    product is stored, the model's hash and the point count. Checked against the registry's
+    :class:`~services.registry.IndexRecord` before the index may serve."""
+
+    version: str
+    registry_id: str
+    model_hash: str | None = Field(default=None, description="Set once the index is complete.")
+    points: int | None = Field(default=None, description="Set once the index is complete.")
+
+    @property
+    def complete(self) -> bool:
+        """Every product was stored and flushed."""
+        return self.model_hash is not None and self.points is not None
 
 
 class ProductIndex(Protocol):
@@ -90,6 +109,12 @@ class ProductIndex(Protocol):
 
     def count(self) -> int:
         """Number of products stored."""
+
+    def write_stamp(self, stamp: IndexStamp) -> None:
+        """Record who built this index and, once complete, for which model."""
+
+    def read_stamp(self) -> IndexStamp | None:
+        """The recorded stamp; None for an index built before stamps (or not by Flywheel)."""
 
     def close(self) -> None:
         """Flush and release files or connections."""

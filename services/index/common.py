@@ -10,7 +10,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
 
-from services.index.base import DEFAULT_RRF_K, Hit, SearchFilters, VectorName
+from services.index.base import DEFAULT_RRF_K, Hit, IndexStamp, SearchFilters, VectorName
 from services.index.ids import point_id, to_payload
 from services.products import Product
 from services.sparse import SparseVec
@@ -162,6 +162,14 @@ class SparseIndexBase(ABC):
     @abstractmethod
     def finalize(self) -> None:
         """Call once after bulk indexing."""
+
+    @abstractmethod
+    def write_stamp(self, stamp: IndexStamp) -> None:
+        """Record who built this index and, once complete, for which model."""
+
+    @abstractmethod
+    def read_stamp(self) -> IndexStamp | None:
+        """The recorded stamp, if any."""
 
     @abstractmethod
     def close(self) -> None:

@@ -18,12 +18,15 @@ import qdrant_edge as qe
 
 from services.errors import SearchIndexError
 from services.index import edge_query as eq
-from services.index.base import Hit, SearchFilters, VectorName
+from services.index.base import Hit, IndexStamp, SearchFilters, VectorName
 from services.index.common import SparseIndexBase, StoredPoint
+from services.registry import atomic_write_text
 from services.settings import FilterKind
 from services.sparse import SparseVec
 
 logger = logging.getLogger(__name__)
+STAMP = "flywheel_index.json"
+"""The index's :class:`~services.index.base.IndexStamp`, beside the shard's own files."""
 T = TypeVar("T")
 P = ParamSpec("P")
 
@@ -39,6 +42,15 @@ def _config() -> qe.EdgeConfig:
 
 def _holds_shard(path: Path) -> bool:
     return (path / "edge_config.json").exists() or (path / "segments").exists()
+
+
+def read_edge_stamp(path: Path) -> IndexStamp | None:
+    """The stamp of the shard folder ``path`` without opening the shard (None if unstamped
+    or unreadable)."""
+    try:
+        return IndexStamp.model_validate_json((path / STAMP).read_text("utf-8"))
+    except (OSError, ValueError):
+        return None
 
 
 class EdgeIndex(SparseIndexBase):
@@ -69,6 +81,8 @@ class EdgeIndex(SparseIndexBase):
                 )
             logger.warning("Replacing the index at %s", path)
             shutil.rmtree(path)
+        # A stamp left by a build that died before its shard was written must not survive.
+        (path / STAMP).unlink(missing_ok=True)
         try:
             shard = qe.EdgeShard.create(str(path), _config())
             for field, kind in filter_fields.items():
@@ -159,6 +173,14 @@ class EdgeIndex(SparseIndexBase):
         optimized = self._call(self._shard.optimize)
         self._call(self._shard.flush)
         logger.info("Finalized Edge index %s (segments optimized: %s)", self.version, optimized)
+
+    def write_stamp(self, stamp: IndexStamp) -> None:
+        """Write the stamp atomically into the shard's folder."""
+        atomic_write_text(self._path / STAMP, stamp.model_dump_json(indent=2))
+
+    def read_stamp(self) -> IndexStamp | None:
+        """The stamp in the shard's folder, if any."""
+        return read_edge_stamp(self._path)
 
     def close(self) -> None:
         """Flush and release the shard; later calls raise :class:`SearchIndexError`."""

@@ -16,12 +16,14 @@ from qdrant_client import QdrantClient, models
 
 from services.errors import SearchIndexError
 from services.index import server_query as sq
-from services.index.base import Hit, SearchFilters, VectorName
+from services.index.base import Hit, IndexStamp, SearchFilters, VectorName
 from services.index.common import SparseIndexBase, StoredPoint
 from services.settings import FilterKind
 from services.sparse import SparseVec
 
 logger = logging.getLogger(__name__)
+STAMP_KEY = "flywheel"
+"""The collection metadata key holding the index's :class:`~services.index.base.IndexStamp`."""
 T = TypeVar("T")
 P = ParamSpec("P")
 
@@ -29,6 +31,17 @@ P = ParamSpec("P")
 def collection_name(prefix: str, version: str) -> str:
     """The collection holding ``version``: ``'<prefix>__<version>'``."""
     return f"{prefix}__{version}"
+
+
+def stamp_of(metadata: Mapping[str, object] | None) -> IndexStamp | None:
+    """The stamp in a collection's metadata (None if absent or not Flywheel's)."""
+    raw = (metadata or {}).get(STAMP_KEY)
+    if not isinstance(raw, dict):
+        return None
+    try:
+        return IndexStamp.model_validate(raw)
+    except ValueError:
+        return None
 
 
 class QdrantServerIndex(SparseIndexBase):
@@ -162,6 +175,19 @@ class QdrantServerIndex(SparseIndexBase):
 
     def finalize(self) -> None:
         """After bulk indexing; the server optimizes in the background, so nothing to do."""
+
+    def write_stamp(self, stamp: IndexStamp) -> None:
+        """Store the stamp in the collection's metadata."""
+        self._call(
+            self._client.update_collection,
+            self._collection,
+            metadata={STAMP_KEY: stamp.model_dump(mode="json")},
+        )
+
+    def read_stamp(self) -> IndexStamp | None:
+        """The stamp in the collection's metadata, if any."""
+        info = self._call(self._client.get_collection, self._collection)
+        return stamp_of(info.config.metadata)
 
     def set_alias(self, alias: str, version: str | None = None) -> None:
         """Atomically point ``alias`` at ``version``'s collection (default: this one)."""

@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import pytest
 from fastapi.testclient import TestClient
@@ -22,11 +23,13 @@ from qdrant_client import QdrantClient
 
 from encoder_server.app import create_app
 from encoder_server.holder import LoadedModel, ModelHolder
+from services.decisions import GateDecision
 from services.events import MemorySink
 from services.index.server import QdrantServerIndex
 from services.indexing import index_products
-from services.registry import CARD, ONNX_FILE, ModelCard, ModelRegistry
-from services.settings import Settings
+from services.registry import CARD, ONNX_FILE, ModelCard, ModelRegistry, Pointers
+from services.settings import GatePolicy, Settings
+from services.synthetic import generate_catalog
 from tests.conftest import IndexedHome
 
 pytestmark = pytest.mark.slow
@@ -50,8 +53,9 @@ def _link_big(src: str, dst: str) -> object:
     return shutil.copy2(src, dst)
 
 
-def publish_copy(registry: ModelRegistry, of: str = "v1") -> ModelCard:
-    """Publish ``of``'s files again as the next version (same encoder, cheap)."""
+def publish_copy(registry: ModelRegistry, of: str = "v1", gated: bool = True) -> ModelCard:
+    """Publish ``of``'s files again as the next version (same encoder, cheap); ``gated``:
+    with a passed gate decision, so it may be promoted."""
     source = registry.card(of)
     with registry.stage() as staged:
         shutil.copytree(registry.path(of), staged, dirs_exist_ok=True, copy_function=_link_big)
@@ -63,7 +67,32 @@ def publish_copy(registry: ModelRegistry, of: str = "v1") -> ModelCard:
             max_query_tokens=source.max_query_tokens,
             max_doc_tokens=source.max_doc_tokens,
         )
-        return registry.publish(staged, card)
+        card = registry.publish(staged, card)
+    if gated:
+        decision = GateDecision(
+            passed=True,
+            reasons=["a copy of its parent"],
+            production=of,
+            candidate=card.version,
+            policy=GatePolicy(),
+        )
+        card = registry.record_gate(card.version, decision)
+    return card
+
+
+def publish_broken(settings: Settings, how: Literal["encoder", "index"]) -> str:
+    """A gated copy of v1 with a complete index (so the registry lets it serve), then broken
+    as a disk or a person can break it later: its ONNX file changed, or its shard deleted."""
+    registry = ModelRegistry(settings.registry_dir)
+    version = publish_copy(registry).version
+    index_products(settings, version, generate_catalog(8, seed=5)).close()
+    if how == "encoder":
+        onnx = registry.path(version) / ONNX_FILE
+        onnx.unlink()  # break the hard link before writing
+        onnx.write_bytes(b"not the published encoder")
+    else:
+        shutil.rmtree(settings.index_dir / version)
+    return version
 
 
 def make_two_version_home(indexed_home: IndexedHome, home: Path) -> TwoVersions:
@@ -74,8 +103,10 @@ def make_two_version_home(indexed_home: IndexedHome, home: Path) -> TwoVersions:
     v2 = publish_copy(registry).version
     products = indexed_home.products
     halves = {"v1": products[1::2], "v2": products[0::2]}
+    registry.write_pointers(Pointers())  # a serving index is never rebuilt in place
     for version, subset in halves.items():
         index_products(settings, version, subset).close()
+    registry.set_production("v1")
     assert v2 == "v2" and registry.pointers().production == "v1"
     return TwoVersions(settings, {v: {p.id for p in subset} for v, subset in halves.items()})
 
@@ -170,10 +201,7 @@ def swaps(outcome: str) -> float:
 
 def test_failed_load_keeps_the_old_routing(holder: ModelHolder) -> None:
     registry = holder.registry
-    tampered = publish_copy(registry).version  # v3: a changed ONNX file
-    onnx = registry.path(tampered) / ONNX_FILE
-    onnx.unlink()  # break the hard link before writing
-    onnx.write_bytes(b"not the published encoder")
+    tampered = publish_broken(holder.settings, "encoder")  # v3: a changed ONNX file
     failed_before = swaps("failed")
     registry.promote(tampered)
     assert holder.refresh() is False
@@ -183,7 +211,7 @@ def test_failed_load_keeps_the_old_routing(holder: ModelHolder) -> None:
     assert swaps("failed") == failed_before + 1
     assert holder.refresh() is False and swaps("failed") == failed_before + 1  # not retried
     assert holder.refresh(force=True) is False and swaps("failed") == failed_before + 2
-    no_index = publish_copy(registry).version  # v4: registered but never indexed
+    no_index = publish_broken(holder.settings, "index")  # v4: its index deleted
     registry.promote(no_index)
     assert holder.refresh() is False
     assert "No search index" in (holder.last_error or "")
@@ -234,7 +262,7 @@ def test_admin_endpoints_are_off_without_a_token(home: TwoVersions) -> None:
         response = client.post("/admin/promote", params={"version": "v2"})
         assert response.status_code == 403
         assert "FLYWHEEL_SERVER__ADMIN_TOKEN" in response.json()["message"]
-        assert client.get("/admin/models").status_code == 200  # read-only stays open
+        assert client.get("/admin/models").status_code == 403  # shows sources and errors
     assert ModelRegistry(home.settings.registry_dir).pointers().production == "v1"
 
 
@@ -260,14 +288,14 @@ def test_admin_endpoints_with_a_token(home: TwoVersions) -> None:
         # Compare-and-swap: a stop decided on another canary is refused, and nothing changes.
         stale = client.delete("/admin/canary", params={"expect_canary": "v2"}, headers=right)
         assert stale.status_code == 409 and stale.json()["error"] == "pointers_changed"
-        assert client.get("/admin/models").json()["pointers"]["canary"] == "v1"
+        assert client.get("/admin/models", headers=right).json()["pointers"]["canary"] == "v1"
         stopped = client.delete("/admin/canary", params={"expect_canary": "v1"}, headers=right)
         assert stopped.json()["pointers"]["canary"] is None
         unknown = client.post("/admin/promote", params={"version": "v9"}, headers=right)
         assert unknown.status_code == 400 and "v9" in unknown.json()["message"]
         rolled = client.post("/admin/rollback", headers=right).json()
         assert rolled["serving"][0]["version"] == "v1"
-        models = client.get("/admin/models").json()
+        models = client.get("/admin/models", headers=right).json()
         roles = {v["version"]: v["role"] for v in models["versions"]}
         assert roles == {"v1": "production", "v2": ""}
         assert client.post("/admin/reload", headers=right).status_code == 200
@@ -280,8 +308,11 @@ def test_admin_endpoints_with_a_token(home: TwoVersions) -> None:
         ]
         assert events[-1]["actor"].startswith("admin-api:")
         registry = ModelRegistry(home.settings.registry_dir)
-        unindexed = publish_copy(registry).version
+        unindexed = publish_copy(registry).version  # the registry refuses it outright
         refused = client.post("/admin/promote", params={"version": unindexed}, headers=right)
+        assert refused.status_code == 400 and "no complete search index" in refused.text
+        broken = publish_broken(home.settings, "index")  # the registry lets it serve
+        refused = client.post("/admin/promote", params={"version": broken}, headers=right)
         assert refused.status_code == 409, refused.text
         assert refused.json()["error"] == "load_failed"
         assert "Still serving production v1" in refused.json()["message"]
@@ -296,19 +327,21 @@ def test_admin_endpoints_with_a_token(home: TwoVersions) -> None:
 
 def test_poller_swaps_and_readyz_reports_a_failed_load(home: TwoVersions) -> None:
     registry = ModelRegistry(home.settings.registry_dir)
-    with admin_app(home, None) as client:
+    with admin_app(home, "s3cret") as client:
         registry.promote("v2")
         deadline = time.monotonic() + 10
         while client.get("/readyz").json()["models"][0]["version"] != "v2":
             assert time.monotonic() < deadline, "the poller did not pick up v2"
             time.sleep(0.05)
-        registry.promote(publish_copy(registry).version)  # v3 has no index
+        registry.promote(publish_broken(home.settings, "index"))  # v3's index is gone
         deadline = time.monotonic() + 10
         while not (ready := client.get("/readyz")).json()["reason"]:
             assert time.monotonic() < deadline, "the failed load was not reported"
             time.sleep(0.05)
         assert ready.status_code == 200 and ready.json()["ready"] is True
-        assert "No search index for version 'v3'" in ready.json()["reason"]
+        assert ready.json()["reason_code"] == "refresh_failed"  # the text is for admins only
+        models = client.get("/admin/models", headers={"Authorization": "Bearer s3cret"}).json()
+        assert "No search index for version 'v3'" in models["last_error"]
         assert client.get("/search", params={"q": "drill"}).json()["model_version"] == "v2"
 
 

@@ -31,9 +31,18 @@ CHROMIUM_FLAGS = [
 
 
 def start_server(
-    home: str, port: int, bootstrap: str, timeout_s: float = 60
+    home: str,
+    port: int,
+    bootstrap: str,
+    timeout_s: float = 60,
+    extra_env: dict[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "FLYWHEEL_HOME": home, "FLYWHEEL_KAFKA__BOOTSTRAP_SERVERS": bootstrap}
+    env = {
+        **os.environ,
+        "FLYWHEEL_HOME": home,
+        "FLYWHEEL_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
+        **(extra_env or {}),
+    }
     proc = subprocess.Popen(
         [sys.executable, "-m", "flywheel_cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
         env=env,

@@ -101,7 +101,7 @@ def test_hybrid_run_is_what_search_serves(indexed_home: IndexedHome) -> None:
     from services.encoding.versions import onnx_encoder
     from services.evaluation.systems import hybrid_run
     from services.index.bm25 import Bm25Encoder
-    from services.index.factory import open_index
+    from services.index.store import open_index
     from services.registry import ModelRegistry
 
     settings, version = indexed_home.settings, indexed_home.version

@@ -10,16 +10,32 @@ from pathlib import Path
 
 import pytest
 
-from services.decisions import CanaryDecision, append_canary_decision
+from services.decisions import CanaryDecision, GateCheck, GateDecision, append_canary_decision
 from services.kafka.broker import EmbeddedBroker
-from services.registry import CARD, ModelRegistry, atomic_write_text
-from services.settings import CanaryPolicy
+from services.registry import ModelRegistry
+from services.settings import CanaryPolicy, GatePolicy
 from tests.conftest import IndexedHome
 from tests.integration.conftest import CHROMIUM, CHROMIUM_FLAGS, start_server, stop_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 FLAGS = CHROMIUM_FLAGS
+
+
+def check(name: str, control: float, candidate: float) -> GateCheck:
+    return GateCheck(
+        name=name,
+        evidence="test",
+        rule="test",
+        control="v0",
+        candidate="v1",
+        queries=50,
+        control_value=control,
+        candidate_value=candidate,
+        difference=candidate - control,
+        passed=True,
+        reason="better",
+    )
 
 
 @pytest.mark.skipif(
@@ -33,19 +49,17 @@ def test_status_page_renders_in_chromium(
     shutil.copytree(indexed_home.settings.home / "registry", home / "registry")
     shutil.copytree(indexed_home.settings.home / "index", home / "index")
     registry = ModelRegistry(home / "registry")
-    card = registry.card("v1").model_copy(
-        update={
-            "gate": {
-                "passed": True,
-                "reasons": ["all checks passed"],
-                "checks": [
-                    {"name": "heldout", "control_value": 0.41, "candidate_value": 0.47},
-                    {"name": "guard", "control_value": 0.5, "candidate_value": 0.52},
-                ],
-            }
-        }
+    registry.record_gate(
+        "v1",
+        GateDecision(
+            passed=True,
+            reasons=["all checks passed"],
+            production="v0",
+            candidate="v1",
+            policy=GatePolicy(),
+            checks=[check("heldout", 0.41, 0.47), check("guard", 0.5, 0.52)],
+        ),
     )
-    atomic_write_text(registry.path("v1") / CARD, card.model_dump_json())
     append_canary_decision(
         registry.root,
         CanaryDecision(
@@ -62,9 +76,12 @@ def test_status_page_renders_in_chromium(
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    server = start_server(str(home), port, broker.bootstrap_servers)
+    token = "status-page-token"
+    server = start_server(
+        str(home), port, broker.bootstrap_servers, extra_env={"FLYWHEEL_SERVER__ADMIN_TOKEN": token}
+    )
     try:
-        url = f"http://127.0.0.1:{port}/status"
+        url = f"http://127.0.0.1:{port}/status?token={token}"
         profile = tmp_path / "profile"
         dom = subprocess.run(
             [CHROMIUM, *FLAGS, f"--user-data-dir={profile}", "--dump-dom", url],

@@ -11,7 +11,7 @@ from pathlib import Path
 from feedback_ingest.store import EventStore, write_snapshot
 from services.encoding.versions import onnx_encoder
 from services.events import InteractionEvent, QueryEvent
-from services.index.factory import open_index
+from services.index.store import open_index
 from services.products import Product
 from services.registry import ModelRegistry
 from services.settings import Settings

@@ -14,26 +14,17 @@ from feedback_ingest.store import EventStore, write_snapshot
 from retrainer.canary import decisions, judge_ab, judge_interleaving, run_controller
 from services.decisions import ArmStats, InterleavingStats
 from services.events import InteractionEvent, QueryEvent
-from services.registry import ModelCard, ModelRegistry
+from services.registry import ModelRegistry
 from services.settings import CanaryPolicy, Settings
 from tests.feedback_ingest.builders import at
+from tests.services.test_registry import publish_dummy
 
 
 def home_with_canary(tmp_path: Path) -> Settings:
     settings = Settings(home=tmp_path)
     registry = ModelRegistry(settings.registry_dir)
     for _ in range(2):
-        with registry.stage() as staged:
-            (staged / "model.safetensors").write_bytes(b"w")
-            registry.publish(
-                staged,
-                ModelCard(
-                    version=registry.next_version(),
-                    source="test",
-                    max_query_tokens=32,
-                    max_doc_tokens=64,
-                ),
-            )
+        publish_dummy(registry)
     registry.set_production("v1")
     registry.set_canary("v2", 0.2)
     # These tests serve each arm its own list: judge on A/B (interleaving is tested below).
@@ -229,12 +220,7 @@ def test_a_decision_applies_only_to_the_versions_judged(tmp_path: Path) -> None:
     assert judged.decision == "promote"
     registry = ModelRegistry(settings.registry_dir)
     # An operator swaps the canary for another version while the decision is applied.
-    with registry.stage() as staged:
-        (staged / "model.safetensors").write_bytes(b"w3")
-        registry.publish(
-            staged,
-            ModelCard(version="v3", source="test", max_query_tokens=32, max_doc_tokens=64),
-        )
+    publish_dummy(registry, b"w3")
     registry.set_canary("v3", 0.2)
     from retrainer.canary import _apply
     from services.errors import RegistryError

@@ -19,7 +19,7 @@ from retrainer.pipeline import run_retrain
 from services.catalog_store import save_products
 from services.encoding.package import register_pretrained
 from services.encoding.versions import onnx_encoder
-from services.index.factory import open_index
+from services.index.store import open_index
 from services.indexing import index_products
 from services.products import Product
 from services.registry import ModelRegistry

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from services.registry import ModelCard, ModelRegistry
+from services.registry import ModelRegistry
+from tests.services.test_registry import publish_dummy
 
 PUSHES: list[tuple[str, str, bytes]] = []
 
@@ -29,11 +30,7 @@ def test_one_shot_retrain_pushes_metrics(tmp_path: Path, monkeypatch: pytest.Mon
     from flywheel_cli.main import app
 
     registry = ModelRegistry(tmp_path / "registry")
-    with registry.stage() as staged:
-        (staged / "model.safetensors").write_bytes(b"w")
-        registry.publish(
-            staged, ModelCard(version="v1", source="test", max_query_tokens=8, max_doc_tokens=8)
-        )
+    publish_dummy(registry)
     registry.set_production("v1")
     server = ThreadingHTTPServer(("127.0.0.1", 0), Gateway)
     threading.Thread(target=server.serve_forever, daemon=True).start()

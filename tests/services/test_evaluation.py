@@ -245,6 +245,26 @@ def test_evaluate_dataset_splade_reuses_the_registered_model(indexed_home: Index
     assert report.mean("splade") > 0.3
 
 
+def adopt_scratch_index(settings: Settings, version: str) -> None:
+    """Make the evaluation's scratch index (built unrecorded) the complete index of
+    ``version`` in ``settings``' home, as `flywheel index` would have recorded it."""
+    from services.index.base import IndexStamp
+    from services.index.edge import EdgeIndex
+
+    registry = ModelRegistry(settings.registry_dir)
+    with EdgeIndex.open(settings.index_dir / version, version) as index:
+        points = index.count()
+        index.write_stamp(
+            IndexStamp(
+                version=version,
+                registry_id=registry.registry_id(),
+                model_hash=registry.card(version).model_hash(),
+                points=points,
+            )
+        )
+    registry.record_index(version, points)
+
+
 def test_hybrid_is_what_get_search_serves(indexed_home: IndexedHome, tmp_path: Path) -> None:
     """`hybrid` fuses in the engine with settings.search.rrf_k: on the same index its figures
     are those of GET /search?mode=hybrid. (Two builds of one catalog may order equal BM25
@@ -277,6 +297,7 @@ def test_hybrid_is_what_get_search_serves(indexed_home: IndexedHome, tmp_path: P
     served_settings = settings.model_copy(deep=True)
     served_settings.home = work
     shutil.copytree(settings.registry_dir, served_settings.registry_dir)
+    adopt_scratch_index(served_settings, indexed_home.version)
     with TestClient(create_app(served_settings, sink=MemorySink())) as client:
         served = {}
         for qid in qids:

@@ -1,20 +1,17 @@
-"""QdrantServerIndex lifecycle (local mode) and the backend factory."""
+"""QdrantServerIndex lifecycle (local mode)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 from qdrant_client import QdrantClient
 
 from services.errors import SearchIndexError
-from services.index import factory
-from services.index.edge import EdgeIndex
 from services.index.server import QdrantServerIndex, collection_name
 from services.products import Product
-from services.settings import FilterKind, QdrantSettings, Settings
+from services.settings import FilterKind
 from services.sparse import SparseVec
 
 FIELDS: dict[str, FilterKind] = {"brand": "keyword", "price": "range"}
@@ -66,39 +63,3 @@ def test_local_mode_on_disk_persists(tmp_path: Path) -> None:
     assert expected[0].product_id == "p0"
     assert expected[0].payload == {"brand": "acme", "price": 0.0}
     reopened.close()
-
-
-def test_factory_uses_edge_without_url(tmp_path: Path) -> None:
-    settings = Settings(home=tmp_path)
-    created = factory.create_index(settings, "v1")
-    assert isinstance(created, EdgeIndex)
-    assert created.path == settings.index_dir / "v1"
-    created.upsert(*products(4))
-    created.finalize()
-    created.close()
-    opened = factory.open_index(settings, "v1")
-    assert opened.count() == 4
-    opened.close()
-    with pytest.raises(SearchIndexError):
-        factory.create_index(settings, "v1")
-    with pytest.raises(SearchIndexError, match="flywheel index"):
-        factory.open_index(settings, "v2")
-
-
-def test_factory_uses_server_with_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    client = QdrantClient(location=":memory:")
-    monkeypatch.setattr(factory, "server_client", lambda settings: client)
-    qdrant = QdrantSettings(url="http://qdrant:6333", collection_prefix="shop", shard_number=2)
-    settings = Settings(home=tmp_path, qdrant=qdrant)
-    created = factory.create_index(settings, "v3")
-    assert isinstance(created, QdrantServerIndex)
-    assert created.collection == "shop__v3"
-    assert factory.open_index(settings, "v3").count() == 0
-
-
-def test_server_client_passes_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
-    seen: dict[str, Any] = {}
-    monkeypatch.setattr(factory, "QdrantClient", lambda **kwargs: seen.update(kwargs))
-    settings = Settings(qdrant=QdrantSettings(url="https://q:6333", api_key="k", timeout_s=2.5))
-    factory.server_client(settings)
-    assert seen == {"url": "https://q:6333", "api_key": "k", "timeout": 3}

@@ -6,15 +6,28 @@ from pathlib import Path
 
 import pytest
 
+from services.decisions import GateDecision
 from services.errors import RegistryError
 from services.registry import ModelCard, ModelRegistry, Pointers
+from services.settings import GatePolicy
 
 
-def publish_dummy(registry: ModelRegistry, content: bytes = b"weights") -> ModelCard:
+def passed_gate(version: str, production: str = "v1") -> GateDecision:
+    """A gate decision that passed ``version`` (for tests that only move pointers)."""
+    return GateDecision(
+        passed=True, reasons=[], production=production, candidate=version, policy=GatePolicy()
+    )
+
+
+def publish_dummy(
+    registry: ModelRegistry, content: bytes = b"weights", *, servable: bool = True
+) -> ModelCard:
+    """Publish a version; ``servable``: with a complete index and a passed gate recorded, as
+    a version the retrainer rolled out has."""
     with registry.stage() as staged:
         (staged / "model.safetensors").write_bytes(content)
         (staged / "tokenizer.json").write_text("{}")
-        return registry.publish(
+        card = registry.publish(
             staged,
             ModelCard(
                 version=registry.next_version(),
@@ -23,6 +36,10 @@ def publish_dummy(registry: ModelRegistry, content: bytes = b"weights") -> Model
                 max_doc_tokens=64,
             ),
         )
+    if servable:
+        registry.record_index(card.version, points=0)
+        card = registry.record_gate(card.version, passed_gate(card.version))
+    return card
 
 
 def test_versions_are_numbered_and_listed_in_numeric_order(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from typer.testing import CliRunner
 
 from services.errors import PointersChangedError, RegistryError
 from services.registry import Expected, ModelRegistry, Pointers
-from tests.services.test_registry import publish_dummy
+from tests.services.test_registry import passed_gate, publish_dummy
 
 
 def registry_with(tmp_path: Path, n: int) -> ModelRegistry:
@@ -86,35 +87,38 @@ def test_every_pointer_change_is_a_line_in_events_jsonl(tmp_path: Path) -> None:
     assert all(e["time"].endswith("+00:00") for e in events)
 
 
-def with_indexes(registry: ModelRegistry, index_dir: Path) -> Path:
+def with_indexes(registry: ModelRegistry, index_dir: Path) -> Callable[[str], None]:
+    """Fake Edge shard folders for every version, and the ``drop_index`` that removes one."""
     for v in registry.versions():
         (index_dir / v / "segments").mkdir(parents=True)
-    return index_dir
+    return lambda version: shutil.rmtree(index_dir / version)
 
 
 def test_gc_keeps_serving_newest_and_rollback_targets(tmp_path: Path) -> None:
     registry = registry_with(tmp_path, 8)
-    index_dir = with_indexes(registry, tmp_path / "index")
+    index_dir = tmp_path / "index"
+    drop = with_indexes(registry, index_dir)
     for v in ["v1", "v2", "v3"]:
         registry.promote(v)  # history v1, v2; production v3
     registry.set_canary("v4", 0.1)
     # keep=2: production v3, canary v4, newest v7 v8, last two history entries v1 v2.
-    assert registry.garbage_collect(2, index_dir, dry_run=True) == ["v5", "v6"]
+    assert registry.garbage_collect(2, drop, dry_run=True) == ["v5", "v6"]
     assert len(registry.versions()) == 8
-    assert registry.garbage_collect(2, index_dir) == ["v5", "v6"]
+    assert registry.garbage_collect(2, drop) == ["v5", "v6"]
     assert registry.versions() == ["v1", "v2", "v3", "v4", "v7", "v8"]
     assert sorted(p.name for p in index_dir.iterdir()) == registry.versions()
     assert registry.pointers().history == ["v1", "v2"]
-    assert registry.garbage_collect(2, index_dir) == []
+    assert registry.garbage_collect(2, drop) == []
 
 
 def test_gc_trims_history_so_rollback_stays_valid(tmp_path: Path) -> None:
     registry = registry_with(tmp_path, 7)
-    index_dir = with_indexes(registry, tmp_path / "index")
+    index_dir = tmp_path / "index"
+    drop = with_indexes(registry, index_dir)
     for v in ["v1", "v2", "v3", "v4"]:
         registry.promote(v)  # history v1, v2, v3; production v4
     registry.set_canary("v5", 0.1)
-    deleted = registry.garbage_collect(1, index_dir, actor="gc-test")
+    deleted = registry.garbage_collect(1, drop, actor="gc-test")
     # keep=1: production v4, canary v5, newest v7, the last history entry v3.
     assert deleted == ["v1", "v2", "v6"]
     assert registry.versions() == ["v3", "v4", "v5", "v7"]
@@ -126,7 +130,7 @@ def test_gc_trims_history_so_rollback_stays_valid(tmp_path: Path) -> None:
     assert gc_events[-1]["deleted"] == ["v1", "v2", "v6"]
     assert registry.rollback().production == "v3"
     # After the rollback v4 and v5 serve no more and are neither newest nor rollback targets.
-    assert registry.garbage_collect(1, index_dir) == ["v4", "v5"]
+    assert registry.garbage_collect(1, drop) == ["v4", "v5"]
     with pytest.raises(RegistryError, match="keep at least"):
         registry.garbage_collect(0)
 
@@ -208,3 +212,86 @@ def test_cli_promote_and_rollback_refuse_when_the_expected_versions_changed(
     assert registry.pointers().production == "v3"
     stopped = runner.invoke(app, ["canary", "rollback", "--expect-canary", "none"])
     assert stopped.exit_code == 0, stopped.output
+
+
+@pytest.mark.parametrize("name", ["../x", "/tmp/evil", "v1/../v2", "V1", "v", "latest"])
+def test_version_names_are_checked(tmp_path: Path, name: str) -> None:
+    """A folder outside models/ holding a card.json never becomes a version."""
+    registry = registry_with(tmp_path, 1)
+    registry.set_production("v1")
+    evil = tmp_path / "x"
+    evil.mkdir()
+    (evil / "card.json").write_text('{"version": "x"}')
+    with pytest.raises(RegistryError, match="not a model version"):
+        registry.promote(name, force=True)
+    with pytest.raises(RegistryError, match="not a model version"):
+        registry.set_canary(name, 0.5, force=True)
+    with pytest.raises(RegistryError, match="not a model version"):
+        registry.path(name)
+    assert registry.pointers().production == "v1"
+
+
+def test_promote_needs_a_passed_gate_unless_forced(tmp_path: Path) -> None:
+    registry = registry_with(tmp_path, 1)
+    registry.set_production("v1")
+    untested = publish_dummy(registry, servable=False).version  # v2: `flywheel train`
+    with pytest.raises(RegistryError, match="v2 has no complete search index"):
+        registry.promote(untested, force=True)  # --force never overrides the index
+    registry.record_index(untested, points=0)
+    with pytest.raises(RegistryError, match=r"never gated.*--force"):
+        registry.promote(untested)
+    with pytest.raises(RegistryError, match="never gated"):
+        registry.set_canary(untested, 0.5)
+    assert registry.pointers().production == "v1"
+    rejected = publish_dummy(registry, servable=False).version  # v3, rejected by the gate
+    registry.record_index(rejected, points=0)
+    registry.record_gate(
+        rejected,
+        passed_gate(rejected).model_copy(update={"passed": False, "reasons": ["worse"]}),
+    )
+    with pytest.raises(RegistryError, match=r"the gate rejected it \(worse\)"):
+        registry.promote(rejected)
+    forced = registry.promote(untested, force=True, actor="ops")
+    assert forced.production == untested
+    last = registry.events()[-1]
+    assert (last["action"], last["actor"], last.get("forced")) == ("promote", "ops", True)
+    # An earlier production needs no gate decision: promoting it back is a rollback.
+    assert registry.promote("v1").production == "v1"
+    assert "forced" not in registry.events()[-1]
+    # A canary started by a recorded force is promoted by the controller without another.
+    registry.set_canary(rejected, 0.5, force=True)
+    assert registry.events()[-1].get("forced") is True
+    assert registry.promote().production == rejected
+
+
+def test_cli_train_then_promote_is_refused_until_indexed_and_gated(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flywheel_cli.main import app
+
+    registry = registry_with(tmp_path, 1)
+    registry.set_production("v1")
+    publish_dummy(registry, servable=False)  # what `flywheel train` leaves: v2, no index
+    monkeypatch.setenv("FLYWHEEL_HOME", str(tmp_path))
+    runner = CliRunner()
+    refused = runner.invoke(app, ["promote", "v2"])
+    assert refused.exit_code == 2
+    assert "no complete search index" in refused.output and "Traceback" not in refused.output
+    registry.record_index("v2", points=0)
+    refused = runner.invoke(app, ["promote", "v2"])
+    assert refused.exit_code == 2 and "--force" in refused.output
+    assert registry.pointers().production == "v1"
+    result = runner.invoke(app, ["promote", "v2", "--force"])
+    assert result.exit_code == 0, result.output
+    assert registry.pointers().production == "v2"
+    assert registry.events()[-1]["forced"] is True
+
+
+def test_events_tail_reads_only_the_end(tmp_path: Path) -> None:
+    registry = registry_with(tmp_path, 2)
+    registry.set_production("v1")
+    for _ in range(3000):  # about 600 KB of log, more than the tail read
+        registry.set_canary("v2", 0.5)
+    everything = registry.events()
+    assert registry.events(last=5) == everything[-5:]
+    assert registry.events(last=0) == []
