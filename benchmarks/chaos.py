@@ -35,13 +35,13 @@ import duckdb
 import httpx
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 
 from benchmarks.chaos_fuzz import fuzz_records
 from benchmarks.chaos_rig import Prober, Rig, Shoppers
-from services.encoding.package import register_pretrained
-from services.indexing import index_products
+from services.indexing import bootstrap_home
 from services.kafka.config import KafkaSettings
-from services.registry import ModelRegistry
 from services.settings import Settings
 from services.synthetic import generate_catalog
 
@@ -58,15 +58,35 @@ class Plan:
     kill_gap_s: tuple[float, float] = (0.5, 4.0)
 
 
+LAG = "flywheel_consumer_lag_records"
+LOSS_COUNTERS = ("flywheel_ingest_offset_gaps_total", "flywheel_ingest_records_lost_total")
+
 QUICK = Plan(ingest_kills=3, server_restarts=1, broker_restarts=1, fuzz=500, outage_s=10.0)
 
 
 def make_home(home: Path) -> None:
-    settings = Settings(home=home)
-    registry = ModelRegistry(settings.registry_dir)
-    card = register_pretrained(registry, "bundled", settings.encoder)
-    index_products(settings, card.version, generate_catalog(400, seed=3)).close()
-    registry.set_production(card.version)
+    bootstrap_home(Settings(home=home), generate_catalog(400, seed=3), model="bundled")
+
+
+def samples(text: str, *names: str) -> list[Sample]:
+    """The samples called one of ``names`` (``_total`` included for a counter) in Prometheus
+    text, in exposition order.
+
+    Raises:
+        ValueError: ``text`` is not the Prometheus text format.
+    """
+    return [
+        s
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name in names
+    ]
+
+
+def sample_key(sample: Sample) -> str:
+    """How the exposition names the sample: ``name{label="value",...}``."""
+    labels = ",".join(f'{k}="{v}"' for k, v in sample.labels.items())
+    return f"{sample.name}{{{labels}}}" if labels else sample.name
 
 
 def p99(values: list[float]) -> float | None:
@@ -83,15 +103,12 @@ def wait_drained(rig: Rig, timeout_s: float = 300) -> bool:
         try:
             backlog = httpx.get(f"{rig.url}/readyz", timeout=5).json()["event_backlog"]
             metrics = httpx.get(f"http://127.0.0.1:{rig.ingest_metrics_port}/metrics", timeout=5)
+            # Per partition; none yet means the ingest has not been assigned its partitions.
+            lag = [s.value for s in samples(metrics.text, LAG) if s.labels]
         except (httpx.TransportError, KeyError, ValueError):
             time.sleep(1)
             continue
-        lag = sum(
-            float(line.rsplit(" ", 1)[1])
-            for line in metrics.text.splitlines()
-            if line.startswith("flywheel_consumer_lag_records{")
-        )
-        if backlog == 0 and lag == 0 and "flywheel_consumer_lag_records{" in metrics.text:
+        if backlog == 0 and lag and sum(lag) == 0:
             return True
         time.sleep(1)
     return False
@@ -171,12 +188,11 @@ def scrape(port: int) -> dict[str, float]:
         text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
     except httpx.TransportError:
         return {}
-    wanted = ("flywheel_ingest_offset_gaps_total", "flywheel_ingest_records_lost_total")
-    return {
-        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith(wanted)
-    }
+    try:
+        found = samples(text, *LOSS_COUNTERS)
+    except ValueError:  # not the text format (a half-written answer): as if it did not answer
+        return {}
+    return {sample_key(s): s.value for s in found}
 
 
 def audit(

@@ -42,8 +42,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from benchmarks.baseline_app import METRIC as BASELINE_METRIC
 from benchmarks.common import bench_data, machine
-from services.encoding.package import register_pretrained
-from services.indexing import index_products
+from services.indexing import bootstrap_home
 from services.kafka.broker import EmbeddedBroker, ensure_topics
 from services.net import free_port
 from services.registry import ModelRegistry
@@ -86,11 +85,12 @@ def ensure_index(home: Path, *, generated: bool = False) -> tuple[str, list[str]
         shutil.rmtree(settings.home)
         production = None
     if production is None:
-        card = register_pretrained(registry, "bundled", settings.encoder)
         start = time.perf_counter()
-        index_products(settings, card.version, products).close()
-        print(f"indexed {len(products)} {name} products in {time.perf_counter() - start:.0f} s")
-        registry.set_production(card.version)
+        bootstrap_home(settings, products, model="bundled")
+        print(
+            f"registered the bundled model and indexed {len(products)} {name} products "
+            f"in {time.perf_counter() - start:.0f} s"
+        )
     return str(settings.home), queries
 
 

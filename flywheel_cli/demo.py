@@ -66,6 +66,7 @@ def demo_settings(base: Settings, home: Path, ports: tuple[int, int]) -> Setting
     settings.train.max_examples = min(settings.train.max_examples, cfg.train_examples)
     settings.train.learning_rate = cfg.learning_rate
     settings.retrain.canary_fraction = cfg.canary_fraction
+    settings.retrain.drop_rejected_index = False  # each round measures the candidate, passed or not
     settings.retrain.canary.max_lists_per_arm = cfg.max_lists_per_arm
     settings.retrain.min_new_pairs = min(settings.retrain.min_new_pairs, 100)
     settings.retrain.gate.min_heldout_queries = min(settings.retrain.gate.min_heldout_queries, 20)

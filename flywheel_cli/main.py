@@ -30,7 +30,15 @@ import typer
 from rich.console import Console
 from rich.logging import RichHandler
 
-from flywheel_cli import demo, eval_cmd, events_cmd, models_cmd, retrain_cmd, search_cmd
+from flywheel_cli import (
+    adapt_cmd,
+    demo,
+    eval_cmd,
+    events_cmd,
+    models_cmd,
+    retrain_cmd,
+    search_cmd,
+)
 from flywheel_cli.ui import FlywheelGroup
 
 app = typer.Typer(
@@ -44,6 +52,7 @@ app.add_typer(search_cmd.app)  # index, serve
 app.add_typer(events_cmd.app)  # broker, ingest, snapshot
 app.add_typer(models_cmd.app)  # models, promote, rollback, canary …, gc
 app.add_typer(retrain_cmd.app)  # train, retrain
+app.add_typer(adapt_cmd.app)  # adapt
 app.add_typer(eval_cmd.app)  # eval
 app.add_typer(demo.app)  # demo
 

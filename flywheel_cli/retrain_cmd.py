@@ -5,10 +5,9 @@ from __future__ import annotations
 import logging
 import re
 import signal
-import tempfile
 import threading
-from pathlib import Path
-from typing import Annotated
+from collections.abc import Sequence
+from typing import Annotated, Any
 
 import typer
 
@@ -42,24 +41,35 @@ def train(
     ] = None,
 ) -> None:
     """Fine-tune SPLADE on labelled data alone and register it as a new version (not promoted)."""
-    from retrainer.bootstrap import labelled_examples
+    from rich.progress import TaskID
+
+    from retrainer.bootstrap import train_labelled
     from retrainer.data import is_heldout
-    from retrainer.training import train_splade
+    from retrainer.training import TrainingExample, TrainResult
     from services.datasets.loader import load_dataset
-    from services.encoding.bundled import resolve_model
-    from services.encoding.package import register_model
-    from services.encoding.torch_splade import load_mlm
     from services.registry import ModelRegistry
+    from services.settings import TrainSettings
 
     settings = Settings()
     registry = ModelRegistry(settings.registry_dir)
+
+    def record(
+        triples: Sequence[TrainingExample], cfg: TrainSettings, result: TrainResult
+    ) -> dict[str, Any]:
+        return {
+            "dataset": dataset,
+            "examples": len(triples),
+            "heldout_fraction": settings.retrain.heldout_fraction,
+            "hyperparameters": cfg.model_dump(),
+            "result": {
+                "device": result.device,
+                "steps": result.steps,
+                "seconds": round(result.seconds, 1),
+            },
+        }
+
     try:
         parent = base or registry.pointers().production
-        source = (
-            str(registry.path(parent))
-            if parent in registry.versions()
-            else resolve_model(parent or "bundled")
-        )
         sets = [load_dataset(spec.strip()) for spec in dataset.split(",") if spec.strip()]
         heldout = {
             q
@@ -67,42 +77,25 @@ def train(
             for q in ls.queries.values()
             if is_heldout(q, settings.retrain.heldout_fraction)
         }
-        triples = labelled_examples(
-            sets,
-            max_examples=examples or settings.train.max_examples,
-            seed=settings.train.seed,
-            exclude_queries=heldout,
-        )
-        settings.home.mkdir(parents=True, exist_ok=True)
-        with progress_bar() as bar, tempfile.TemporaryDirectory(dir=settings.home) as tmp:
-            out = Path(tmp) / "model"
-            task = bar.add_task(f"training on {len(triples)} triples", total=None)
-            result = train_splade(
-                source,
-                triples,
-                out,
-                settings.train,
-                progress=lambda step, total: bar.update(task, completed=step, total=total),
-            )
-            model, tokenizer = load_mlm(str(out))
-            card = register_model(
-                registry,
-                model,
-                tokenizer,
+        with progress_bar() as bar:
+            task = TaskID(-1)
+
+            def started(triples: Sequence[TrainingExample]) -> None:
+                nonlocal task
+                task = bar.add_task(f"training on {len(triples)} triples", total=None)
+
+            card, result = train_labelled(
+                settings,
+                sets,
+                base=parent or "bundled",
+                examples=examples or settings.train.max_examples,
+                exclude_queries=heldout,
                 source=f"train:{dataset}",
-                encoder=settings.encoder,
-                parent=parent if parent in registry.versions() else None,
-                training={
-                    "dataset": dataset,
-                    "examples": len(triples),
-                    "heldout_fraction": settings.retrain.heldout_fraction,
-                    "hyperparameters": settings.train.model_dump(),
-                    "result": {
-                        "device": result.device,
-                        "steps": result.steps,
-                        "seconds": round(result.seconds, 1),
-                    },
-                },
+                # The configured settings as they are: --examples caps the triples drawn only.
+                train=settings.train,
+                progress=lambda step, total: bar.update(task, completed=step, total=total),
+                on_triples=started,
+                record=record,
             )
     except FlywheelError as exc:
         raise fail(exc) from exc

@@ -13,15 +13,17 @@ import logging
 import math
 import random
 import tempfile
-from collections.abc import Sequence, Set
+from collections.abc import Callable, Sequence, Set
+from functools import partial
 from pathlib import Path
+from typing import Any
 
-from retrainer.training import TrainingExample, TrainResult, train_splade
+from retrainer.training import Progress, TrainingExample, TrainResult, train_splade
 from services.datasets.base import LabelledSet
 from services.datasets.protocol import normalise_query
 from services.errors import ConfigError
 from services.registry import ModelCard
-from services.settings import Settings
+from services.settings import Settings, TrainSettings
 
 logger = logging.getLogger(__name__)
 
@@ -134,6 +136,10 @@ def labelled_examples(
     return out
 
 
+TrainingRecord = Callable[[Sequence[TrainingExample], TrainSettings, TrainResult], dict[str, Any]]
+"""Builds a card's ``training`` field from the triples, the settings trained with and the run."""
+
+
 def train_labelled(
     settings: Settings,
     sets: LabelledSet | Sequence[LabelledSet],
@@ -143,12 +149,21 @@ def train_labelled(
     exclude_queries: Set[str] = frozenset(),
     source: str | None = None,
     invert: bool = False,
+    train: TrainSettings | None = None,
+    progress: Progress | None = None,
+    on_triples: Callable[[Sequence[TrainingExample]], None] | None = None,
+    record: TrainingRecord | None = None,
 ) -> tuple[ModelCard, TrainResult]:
     """Fine-tune version ``base`` (or a checkpoint path) on labelled triples and register the
     result as a new version, not promoted (``flywheel train``, the benchmarks' references).
 
     ``invert`` swaps positives and negatives: a deliberately worse model, for the decision
     benchmark's trials. Queries in ``exclude_queries`` (held-out or test) are never used.
+    ``train`` replaces the training settings (default: ``settings.train`` capped at
+    ``examples``). ``progress(step, total_steps)`` follows the training steps;
+    ``on_triples`` sees the drawn triples before training starts (a progress display's count,
+    what a benchmark trained on). ``record`` builds the card's ``training`` field instead of
+    the default one.
     """
     from services.encoding.package import register_model
     from services.encoding.torch_splade import load_mlm
@@ -166,12 +181,16 @@ def train_labelled(
             f"no training triples in {', '.join(s.name for s in group)}: the sets need queries "
             "with both a highly and a lowly graded product."
         )
+    if on_triples is not None:
+        on_triples(triples)
     start = str(registry.path(base)) if base in registry.versions() else base
-    cfg = settings.train.model_copy(update={"max_examples": examples})
+    cfg = (
+        train if train is not None else settings.train.model_copy(update={"max_examples": examples})
+    )
     settings.home.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="train-", dir=settings.home) as tmp:
         out = Path(tmp) / "model"
-        result = train_splade(start, triples, out, cfg)
+        result = train_splade(start, triples, out, cfg, progress=progress)
         model, tokenizer = load_mlm(str(out))
         card = register_model(
             registry,
@@ -180,17 +199,23 @@ def train_labelled(
             source=source or f"train:{'+'.join(s.name for s in group)}",
             encoder=settings.encoder,
             parent=base if base in registry.versions() else None,
-            training={
-                "examples": len(triples),
-                "queries": len({t.query for t in triples}),
-                "inverted": invert,
-                "hyperparameters": cfg.model_dump(),
-                "result": {
-                    "device": result.device,
-                    "steps": result.steps,
-                    "seconds": round(result.seconds, 1),
-                    "final_loss": result.final_loss,
-                },
-            },
+            training=(record or partial(_default_record, invert=invert))(triples, cfg, result),
         )
     return card, result
+
+
+def _default_record(
+    triples: Sequence[TrainingExample], cfg: TrainSettings, result: TrainResult, *, invert: bool
+) -> dict[str, Any]:
+    return {
+        "examples": len(triples),
+        "queries": len({t.query for t in triples}),
+        "inverted": invert,
+        "hyperparameters": cfg.model_dump(),
+        "result": {
+            "device": result.device,
+            "steps": result.steps,
+            "seconds": round(result.seconds, 1),
+            "final_loss": result.final_loss,
+        },
+    }

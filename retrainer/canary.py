@@ -35,6 +35,7 @@ from services.decisions import (
 from services.errors import RegistryError
 from services.evaluation.sequential import Verdict, msprt_bernoulli, msprt_normal
 from services.metrics import CANARY_DECISIONS, CANARY_NDCG_DIFF
+from services.pvalues import p_text
 from services.registry import Expected, ModelRegistry
 from services.settings import CanaryPolicy, Settings
 from services.snapshots import Snapshot
@@ -109,7 +110,9 @@ def judge_ab(production: ArmStats, canary: ArmStats, policy: CanaryPolicy) -> Ju
     if policy.test == "sequential":
         result = msprt_normal(diff, variance, evidence, tau=policy.effect_ndcg, alpha=policy.alpha)
         decision = _from_verdict(result.verdict)
-        bounds = f"always-valid p={result.p_value:.3g}, [{result.lower:+.4f}, {result.upper:+.4f}]"
+        bounds = (
+            f"always-valid {p_text(result.p_value)}, [{result.lower:+.4f}, {result.upper:+.4f}]"
+        )
         return Judgement(
             decision,
             _words(decision, text, bounds),
@@ -147,7 +150,9 @@ def judge_interleaving(stats: InterleavingStats, policy: CanaryPolicy) -> Judgem
     if policy.test == "sequential":
         result = msprt_bernoulli(wins, losses, prior_sd=policy.effect_share, alpha=policy.alpha)
         decision = _from_verdict(result.verdict)
-        bounds = f"always-valid p={result.p_value:.3g}, [{result.lower:+.3f}, {result.upper:+.3f}]"
+        bounds = (
+            f"always-valid {p_text(result.p_value)}, [{result.lower:+.3f}, {result.upper:+.3f}]"
+        )
         return Judgement(
             decision,
             _words(decision, text, bounds),

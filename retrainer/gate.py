@@ -28,6 +28,7 @@ from scipy import stats
 
 from services.decisions import GateCheck, GateDecision
 from services.evaluation.report import EvalReport
+from services.pvalues import p_text
 from services.settings import GatePolicy
 
 PRODUCTION = "production"
@@ -87,7 +88,7 @@ def heldout_check(
     if policy.heldout_rule == "superiority":
         rule = f"gain >= {policy.min_gain:+.3f} at p <= {policy.max_p_value}"
         passed = diff >= policy.min_gain and p_value <= policy.max_p_value
-        reason = f"nDCG@10 gain {diff:+.4f} (p={p_value:.3g})"
+        reason = f"nDCG@10 gain {diff:+.4f} ({p_text(p_value)})"
     elif policy.heldout_rule == "not_worse":
         upper = 2 * diff - lower  # the bound is symmetric about the mean difference
         rule = f"not shown worse: {policy.confidence:.0%} upper bound >= 0"
@@ -148,6 +149,43 @@ def drop_check(
         passed=passed,
         reason=("" if passed else "fails: ") + f"nDCG@10 {base:.4f} -> {cand:.4f} ({diff:+.4f})",
     )
+
+
+def guard_checks(
+    report: EvalReport,
+    policy: GatePolicy,
+    *,
+    evidence: str,
+    production: str,
+    candidate: str,
+    reference: str | None,
+) -> list[GateCheck]:
+    """The guard check (candidate against production on the guard set) and, when the report
+    holds a fixed reference, the reference check on the same queries."""
+    checks = [
+        drop_check(
+            report,
+            policy,
+            name="guard",
+            evidence=evidence,
+            control_system=PRODUCTION,
+            control=production,
+            candidate=candidate,
+        )
+    ]
+    if reference is not None:
+        checks.append(
+            drop_check(
+                report,
+                policy,
+                name="reference",
+                evidence=f"{report.dataset}, against the fixed reference",
+                control_system=REFERENCE,
+                control=reference,
+                candidate=candidate,
+            )
+        )
+    return checks
 
 
 def decide(

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 from retrainer.training import TrainingExample
 from services.encoding.base import SpladeEncoder
+from services.evaluation.runner import rank
 from services.index.base import ProductIndex
-
-SEARCH_BATCH = 256
 
 
 def mine_hard_negatives(
@@ -30,20 +29,18 @@ def mine_hard_negatives(
         return []
     queries = sorted(positives)
     examples: list[TrainingExample] = []
-    for start in range(0, len(queries), SEARCH_BATCH):
-        batch = queries[start : start + SEARCH_BATCH]
-        results = index.search_batch([encoder.encode_query(q) for q in batch], limit=depth)
-        for query, hits in zip(batch, results, strict=True):
-            known = positives[query]
-            mined = [
-                h.product_id
-                for h in hits[skip_top:]
-                if h.product_id not in known and h.product_id in texts
-            ][:per_query]
-            examples.extend(
-                TrainingExample(query, texts[pos], texts[neg])
-                for pos in sorted(known)
-                if pos in texts
-                for neg in mined
-            )
+    results = rank(index, encoder, queries, mode="splade", limit=depth)
+    for query, hits in zip(queries, results, strict=True):
+        known = positives[query]
+        mined = [
+            h.product_id
+            for h in hits[skip_top:]
+            if h.product_id not in known and h.product_id in texts
+        ][:per_query]
+        examples.extend(
+            TrainingExample(query, texts[pos], texts[neg])
+            for pos in sorted(known)
+            if pos in texts
+            for neg in mined
+        )
     return examples

@@ -22,7 +22,7 @@ from typing import Literal
 
 from retrainer.catalog_guard import known_item_set
 from retrainer.data import FeedbackData, load_feedback
-from retrainer.gate import CANDIDATE, PRODUCTION, REFERENCE, decide, drop_check, heldout_check
+from retrainer.gate import CANDIDATE, PRODUCTION, REFERENCE, decide, guard_checks, heldout_check
 from retrainer.guard import guard_report
 from retrainer.negatives import mine_hard_negatives
 from retrainer.report import write_report
@@ -156,7 +156,7 @@ def _run(settings: Settings, registry: ModelRegistry, stage: Stage) -> RetrainOu
             "no snapshot yet: run `flywheel ingest` (it snapshots "
             "on an interval) or `flywheel snapshot`",
         )
-    products = load_products(settings.home)
+    products = load_products(settings.catalog_dir)
     texts = {p.id: p.text for p in products}
     with _timed("data", stage):
         data = load_feedback(
@@ -250,7 +250,7 @@ def _run(settings: Settings, registry: ModelRegistry, stage: Stage) -> RetrainOu
                     ref_index.close()
         finally:
             prod_index.close()
-    return _publish(settings, registry, decision, heldout)
+    return publish_candidate(settings, registry, decision, heldout)
 
 
 def _supersede_canary(
@@ -348,29 +348,14 @@ def _gate(
             dataset=known.name,
         )
         evidence = "catalog guard: known-item queries from product titles (no labels configured)"
-    checks.append(
-        drop_check(
-            guard,
-            policy,
-            name="guard",
-            evidence=evidence,
-            control_system=PRODUCTION,
-            control=production[0],
-            candidate=candidate[0],
-        )
+    checks += guard_checks(
+        guard,
+        policy,
+        evidence=evidence,
+        production=production[0],
+        candidate=candidate[0],
+        reference=reference[0] if reference is not None else None,
     )
-    if reference is not None:
-        checks.append(
-            drop_check(
-                guard,
-                policy,
-                name="reference",
-                evidence=f"{guard.dataset}, against the fixed reference",
-                control_system=REFERENCE,
-                control=reference[0],
-                candidate=candidate[0],
-            )
-        )
     decision = decide(
         checks,
         policy,
@@ -382,7 +367,7 @@ def _gate(
     return decision, heldout
 
 
-def _publish(
+def publish_candidate(
     settings: Settings,
     registry: ModelRegistry,
     decision: GateDecision,
@@ -402,10 +387,11 @@ def _publish(
                 check.candidate_value
             )
     if not decision.passed:
-        # A rejected candidate never serves: its index goes now (the card and report stay).
-        registry.forget_index(version)
-        with opened_store(settings) as store:
-            store.drop(version)
+        if settings.retrain.drop_rejected_index:
+            # A rejected candidate never serves: its index goes now (card and report stay).
+            registry.forget_index(version)
+            with opened_store(settings) as store:
+                store.drop(version)
         return RetrainOutcome("rejected", "; ".join(decision.reasons), version, decision, report)
     fraction = settings.retrain.canary_fraction
     # Roll out only onto the production the candidate was gated against (compare-and-swap):

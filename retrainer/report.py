@@ -8,6 +8,7 @@ import io
 from pathlib import Path
 
 from services.decisions import GateDecision
+from services.pvalues import p_text
 
 
 def _plot(decision: GateDecision) -> bytes:
@@ -42,7 +43,7 @@ def _plot(decision: GateDecision) -> bytes:
 
 
 def _p(value: float | None) -> str:
-    return "" if value is None else f", p={value:.3g}"
+    return "" if value is None else f", {p_text(value)}"
 
 
 def to_markdown(decision: GateDecision) -> str:

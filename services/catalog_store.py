@@ -1,5 +1,5 @@
-"""The indexed catalog, kept under ``$FLYWHEEL_HOME/catalog`` so later jobs (re-indexing with a
-candidate model, the simulator) read exactly what production indexed."""
+"""The indexed catalog, kept in ``Settings.catalog_dir`` (``$FLYWHEEL_HOME/catalog``) so later
+jobs (re-indexing with a candidate model, the simulator) read exactly what production indexed."""
 
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ from services.products import Product
 CATALOG_FILE = "products.parquet"
 
 
-def save_products(products: list[Product], home: Path) -> Path:
-    """Write the catalog atomically as Parquet (id, text, payload as JSON)."""
-    folder = home / "catalog"
+def save_products(products: list[Product], folder: Path) -> Path:
+    """Write the catalog atomically as Parquet (id, text, payload as JSON) into ``folder``
+    (``Settings.catalog_dir``)."""
     folder.mkdir(parents=True, exist_ok=True)
     table = pa.table(
         {
@@ -34,9 +34,9 @@ def save_products(products: list[Product], home: Path) -> Path:
     return target
 
 
-def load_products(home: Path) -> list[Product]:
-    """The catalog last indexed under ``home``."""
-    path = home / "catalog" / CATALOG_FILE
+def load_products(folder: Path) -> list[Product]:
+    """The catalog last saved in ``folder`` (``Settings.catalog_dir``)."""
+    path = folder / CATALOG_FILE
     if not path.is_file():
         raise CatalogError(f"No indexed catalog at {path}; run `flywheel index --catalog FILE`.")
     table = pq.read_table(path).to_pydict()

@@ -16,6 +16,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
+from services.pvalues import p_text
 from services.settings import CanaryPolicy, GatePolicy
 
 logger = logging.getLogger(__name__)
@@ -68,7 +69,7 @@ class GateDecision(BaseModel):
         """One line: verdict and each check's figures."""
         parts = [
             f"{c.name} {c.control_value:.3f}->{c.candidate_value:.3f}"
-            + (f" (p={c.p_value:.2g})" if c.p_value is not None else "")
+            + (f" ({p_text(c.p_value)})" if c.p_value is not None else "")
             + ("" if c.passed else " FAIL")
             for c in self.checks
         ]

@@ -103,7 +103,7 @@ def bootstrap_home(
 
     registry = ModelRegistry(settings.registry_dir)
     card = register_pretrained(registry, model or settings.encoder.model, settings.encoder)
-    save_products(list(products), settings.home)
+    save_products(list(products), settings.catalog_dir)
     index_products(settings, card.version, products, progress=progress).close()
     registry.set_production(card.version, actor=actor)
     logger.info(
@@ -156,14 +156,14 @@ def index_catalog(
         version = bootstrap_home(settings, products, model=model, progress=progress, actor=actor)
         return Indexed(version, len(products), version, registered=model or settings.encoder.model)
     if model is not None and model in registry.versions():
-        catalog = list(products) if products is not None else load_products(settings.home)
+        catalog = list(products) if products is not None else load_products(settings.catalog_dir)
         points = _build(settings, model, catalog, progress)
         return Indexed(model, points, pointers.production)
     if model is not None:
         from services.encoding.package import register_pretrained
 
         if products is None:
-            products = load_products(settings.home)
+            products = load_products(settings.catalog_dir)
         card = register_pretrained(registry, model, settings.encoder)
         points = _build(settings, card.version, products, progress)
         return Indexed(card.version, points, pointers.production, registered=model)
@@ -182,7 +182,7 @@ def index_catalog(
     card = registry.derive(production, source=f"reindex:{production}")
     points = _build(settings, card.version, products, progress)
     registry.set_production(card.version, actor=actor, expect=Expected(production, None))
-    save_products(list(products), settings.home)
+    save_products(list(products), settings.catalog_dir)
     logger.info("re-indexed the catalog as %s (model of %s)", card.version, production)
     return Indexed(card.version, points, card.version, reindexed_from=production)
 

@@ -343,11 +343,74 @@ class RetrainSettings(BaseModel):
         default=0.1, ge=0, le=1, description="0 promotes a passing candidate straight away."
     )
     keep_versions: int = Field(default=5, ge=2, description="Older unused versions are deleted.")
+    drop_rejected_index: bool = Field(
+        default=True,
+        description="Drop a candidate's index as soon as the gate rejects it (it never serves); "
+        "the demo and the flywheel benchmark keep it to measure rejected candidates too, and "
+        "garbage collection deletes it with its version.",
+    )
     canary: CanaryPolicy = Field(default_factory=CanaryPolicy)
     pushgateway_url: str | None = Field(
         default=None,
         description="Prometheus Pushgateway that a one-shot run (e.g. a CronJob) pushes its "
         "metrics to, so retrain-failing/stale alerts work without a long-running process.",
+    )
+
+
+class AdaptSettings(BaseModel):
+    """``flywheel adapt``: fit the model to a catalog before any shopper has clicked.
+
+    Queries are generated from the catalog itself (doc2query, Nogueira et al., 2019; an
+    OpenAI-compatible LLM when ``llm_url`` is set, as in InPars and Promptagator), paired with
+    BM25-mined negatives filtered for false negatives (GPL, Wang et al., 2022), and the model
+    is fine-tuned gently: a low learning rate and one pass, so it stays close to its parent.
+    """
+
+    pairs: int = Field(default=6000, ge=1, description="(query, product) pairs to train on.")
+    seed: int = Field(default=42, description="Seed of query generation and negative sampling.")
+    negatives_per_query: int = Field(
+        default=1, ge=1, description="Mined negatives per pair (one training triple each)."
+    )
+    negative_depth: int = Field(
+        default=100, ge=2, description="BM25 results a pair's negatives are drawn from."
+    )
+    negative_margin: float = Field(
+        default=0.1,
+        ge=0,
+        lt=1,
+        description="A candidate negative scoring above (1 - margin) x the positive's BM25 "
+        "score is taken for a false negative and dropped.",
+    )
+    learning_rate: float = Field(
+        default=5e-5,
+        gt=0,
+        description="Measured on Home Depot: 5e-5 and 1e-4 adapt equally well (README).",
+    )
+    epochs: float = Field(default=1.0, gt=0)
+    llm_url: str | None = Field(
+        default=None,
+        description="Base URL of an OpenAI-compatible API (e.g. http://localhost:8080/v1); "
+        "unset: queries come from the offline generator only.",
+    )
+    llm_api_key: SecretStr | None = None
+    llm_model: str | None = Field(
+        default=None, description="Model name sent to the endpoint (omitted when unset)."
+    )
+    llm_queries_per_product: int = Field(default=3, ge=1, le=20)
+    llm_timeout_s: float = Field(default=30.0, gt=0)
+    llm_concurrency: int = Field(default=4, ge=1, description="Requests in flight at most.")
+    forgetting_check: bool = Field(
+        default=True,
+        description="Gate the adapted model also on a labelled set outside the catalog (a "
+        "drop of at most gate.max_guard_drop in nDCG@10 against production).",
+    )
+    forgetting_dataset: str | None = Field(
+        default=None,
+        description="Labelled set spec of that check (esci:DIR, wands:DIR, qrels:DIR); unset: "
+        "a generated catalog with graded queries (services.synthetic).",
+    )
+    forgetting_products: int = Field(
+        default=2000, ge=50, description="Size of the generated set when none is given."
     )
 
 
@@ -478,6 +541,7 @@ class Settings(BaseSettings):
     retrain: RetrainSettings = Field(default_factory=RetrainSettings)
     simulator: SimulatorSettings = Field(default_factory=SimulatorSettings)
     demo: DemoSettings = Field(default_factory=DemoSettings)
+    adapt: AdaptSettings = Field(default_factory=AdaptSettings)
 
     # Plain properties, never cached: the demo and the benchmarks copy settings and change
     # ``home``, and a cached path would keep pointing at the old home.

@@ -11,7 +11,7 @@ from pydantic import BaseModel
 
 from services.decisions import read_canary_decisions
 from services.registry import ModelRegistry, Pointers
-from services.snapshots import latest_snapshot
+from services.snapshots import Snapshot
 
 logger = logging.getLogger(__name__)
 
@@ -45,22 +45,15 @@ class Status(BaseModel):
 
 
 def _online(exports: Path) -> tuple[str | None, dict[str, tuple[float, int]]]:
-    snapshot = latest_snapshot(exports)
+    snapshot = Snapshot.latest(exports)
     if snapshot is None:
         return None, {}
-    path = str(snapshot / "online_metrics_by_arm.parquet").replace("'", "''")
     try:
-        con = duckdb.connect()
-        # An interleaved list mixes two versions' results: its nDCG is neither version's.
-        rows = con.execute(
-            f"SELECT model_version, sum(mean_ndcg_at_10 * lists) / nullif(sum(lists), 0), "
-            f"sum(lists) FROM '{path}' WHERE arm <> 'interleaved' GROUP BY 1"
-        ).fetchall()
-        con.close()
+        return snapshot.name, snapshot.online_ndcg_by_version()
     except duckdb.Error:
-        logger.warning("cannot read online metrics from %s", snapshot)
+        # A snapshot without (or with an unreadable) online table still has a name to show.
+        logger.warning("cannot read online metrics from %s", snapshot.folder)
         return snapshot.name, {}
-    return snapshot.name, {str(v): (float(n or 0.0), int(c)) for v, n, c in rows}
 
 
 def collect_status(

@@ -7,10 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from services.encoding.package import register_pretrained
-from services.indexing import index_products
+from services.indexing import bootstrap_home
 from services.products import Product
-from services.registry import ModelRegistry
 from services.settings import Settings
 from services.synthetic import generate_catalog
 
@@ -32,11 +30,7 @@ class IndexedHome:
 
 @pytest.fixture(scope="session")
 def indexed_home(tmp_path_factory: pytest.TempPathFactory) -> IndexedHome:
-    home = tmp_path_factory.mktemp("flywheel-home")
-    settings = Settings(home=home)
-    registry = ModelRegistry(settings.registry_dir)
-    card = register_pretrained(registry, "bundled", settings.encoder)
+    settings = Settings(home=tmp_path_factory.mktemp("flywheel-home"))
     products = generate_catalog(400, seed=3)
-    index_products(settings, card.version, products).close()
-    registry.set_production(card.version)
-    return IndexedHome(settings=settings, products=products, version=card.version)
+    version = bootstrap_home(settings, products, model="bundled")
+    return IndexedHome(settings=settings, products=products, version=version)

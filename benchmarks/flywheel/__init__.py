@@ -12,7 +12,7 @@ Protocol (``--dataset homedepot``; any labelled set works):
 3. Round 0 measures BM25 (Robertson & Zaragoza, 2009), off-the-shelf SPLADE (Formal et al.,
    2021) and their reciprocal-rank fusion (RRF; Cormack et al., 2009) on the test queries.
 4. A supervised reference: v1 fine-tuned on labelled triples of *train* queries only
-   (:func:`retrainer.bootstrap.labelled_examples`, the ``flywheel train`` code path).
+   (:func:`retrainer.bootstrap.train_labelled`, the ``flywheel train`` code path).
 5. Each round: ``--sessions-per-round`` simulated sessions search the production model
    in-process (:class:`~services.simulator.rounds.OfflineShoppers`: routed and ranked as
    ``GET /search`` does, ``--serve-mode``, k = 10) and react by true grade

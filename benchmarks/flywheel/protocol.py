@@ -116,6 +116,7 @@ def prepare_settings(settings: Settings, cfg: BenchConfig) -> Settings:
             setattr(retrain, name, None)
     retrain.canary_fraction = cfg.canary_fraction
     retrain.keep_versions = max(retrain.keep_versions, cfg.rounds + 3)
+    retrain.drop_rejected_index = False  # rejected candidates are measured on the test queries
     if cfg.train_examples is not None:
         out.train.max_examples = cfg.train_examples
     return out
@@ -252,20 +253,18 @@ def train_supervised(
 
     Returns (version, training facts, normalised queries trained on).
     """
-    from retrainer.bootstrap import labelled_examples, train_labelled
+    from retrainer.bootstrap import train_labelled
+    from retrainer.training import TrainingExample
     from services.catalog_store import load_products
 
-    trained_on = frozenset(
-        t.query
-        for t in labelled_examples(
-            labelled,
-            max_examples=examples,
-            seed=settings.train.seed,
-            exclude_queries=split.heldout_texts,
-        )
-    )
-    if trained_on & split.heldout_texts:
-        raise AssertionError("a held-out query reached the supervised training set")
+    trained_on: frozenset[str] = frozenset()
+
+    def check(triples: Sequence[TrainingExample]) -> None:
+        nonlocal trained_on
+        trained_on = frozenset(t.query for t in triples)
+        if trained_on & split.heldout_texts:  # before any training time is spent
+            raise AssertionError("a held-out query reached the supervised training set")
+
     card, result = train_labelled(
         settings,
         labelled,
@@ -273,8 +272,9 @@ def train_supervised(
         examples=examples,
         exclude_queries=split.heldout_texts,
         source=f"train:{labelled.name} (train split)",
+        on_triples=check,
     )
-    index_version(settings, card.version, load_products(settings.home))
+    index_version(settings, card.version, load_products(settings.catalog_dir))
     facts = {
         "version": card.version,
         "triples": card.training["examples"],

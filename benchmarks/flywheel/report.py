@@ -15,7 +15,8 @@ from benchmarks.flywheel.protocol import (
     BenchResult,
 )
 from services.evaluation.metrics import DEFAULT_METRICS
-from services.evaluation.report import DAGGER, metric_label, p_text
+from services.evaluation.report import DAGGER, metric_label
+from services.pvalues import p_text
 
 
 def _candidate_text(figures: dict[str, Any] | None, version: str | None) -> str:
@@ -109,7 +110,7 @@ def to_markdown(result: BenchResult) -> str:
         canary = rec.get("canary") or {}
         canary_text = (
             f"{canary['decision']} ({canary['signal']}, {canary['evidence']:,} lists"
-            + (f", p={canary['p_value']:.2g}" if canary.get("p_value") is not None else "")
+            + (f", {p_text(canary['p_value'])}" if canary.get("p_value") is not None else "")
             + ")"
             if canary
             else ""

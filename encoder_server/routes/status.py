@@ -7,6 +7,7 @@ browser."""
 from __future__ import annotations
 
 import html
+from typing import Any
 
 from fastapi import APIRouter
 from fastapi.responses import HTMLResponse
@@ -135,7 +136,17 @@ th{{background:#f3f3f3}}.pill{{padding:.1rem .5rem;border-radius:1rem;background
 </body></html>"""
 
 
-@router.get("/status", response_class=HTMLResponse, responses=AUTH_RESPONSES)
+# The page is HTML, its refusals JSON: say so, or the schema promises HTML for them too.
+PAGE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {
+        "description": spec["description"],
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}},
+    }
+    for code, spec in AUTH_RESPONSES.items()
+}
+
+
+@router.get("/status", response_class=HTMLResponse, responses=PAGE_RESPONSES)
 def status_page(_: AdminPageDep, settings: SettingsDep, holder: HolderDep) -> HTMLResponse:
     """Models, pointers, canary state and gate decisions at a glance (admin token)."""
     status = collect_status(holder.registry, settings.exports_dir, last_error=holder.last_error)

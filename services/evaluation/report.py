@@ -10,6 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from services.pvalues import p_text
 from services.registry import atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -22,14 +23,6 @@ def metric_label(metric: str) -> str:
     """``ndcg@10`` -> ``nDCG@10``; unknown names are returned unchanged."""
     name, sep, cutoff = metric.partition("@")
     return f"{LABELS.get(name, name)}{sep}{cutoff}"
-
-
-def p_text(p: float | None) -> str:
-    """A p-value as reports print it: ``p<0.001``, else ``p=0.012`` (three decimals); ``""``
-    when there is none (the baseline, or no test)."""
-    if p is None:
-        return ""
-    return "p<0.001" if p < 0.001 else f"p={p:.3f}"
 
 
 def _value_text(value: Any) -> str:

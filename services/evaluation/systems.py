@@ -17,22 +17,20 @@ from __future__ import annotations
 
 import importlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from services.datasets.base import LabelledSet
 from services.encoding.base import ProgressFn, SpladeEncoder
 from services.errors import ConfigError
 from services.evaluation.metrics import Run
-from services.index.base import DEFAULT_RRF_K, Hit, ProductIndex, VectorName
-from services.index.bm25 import Bm25Encoder
-from services.sparse import SparseVec
+from services.evaluation.runner import BATCH, rank
+from services.index.base import DEFAULT_RRF_K, Hit, ProductIndex
+from services.settings import SearchMode
 
 logger = logging.getLogger(__name__)
 
 LIMIT = 100
 """Results per query: enough for Recall@100."""
-QUERY_BATCH = 250
-"""Queries per ``search_batch`` call (also the progress step)."""
 
 
 def hits_to_run(qids: Sequence[str], results: Sequence[Sequence[Hit]]) -> Run:
@@ -46,26 +44,33 @@ def hits_to_run(qids: Sequence[str], results: Sequence[Sequence[Hit]]) -> Run:
     return run
 
 
-def _index_run(
+def _ranked_run(
     index: ProductIndex,
-    using: VectorName,
-    encode: Callable[[str], SparseVec],
+    encoder: SpladeEncoder | None,
     dataset: LabelledSet,
     qids: Sequence[str],
     *,
+    mode: SearchMode,
     limit: int,
     progress: ProgressFn | None,
+    prefetch_limit: int = LIMIT,
+    rrf_k: int = DEFAULT_RRF_K,
 ) -> Run:
-    run: Run = {}
-    for start in range(0, len(qids), QUERY_BATCH):
-        batch = list(qids[start : start + QUERY_BATCH])
-        vectors = [encode(dataset.queries[qid]) for qid in batch]
-        run.update(hits_to_run(batch, index.search_batch(vectors, using=using, limit=limit)))
-        if progress:
-            progress(len(batch))
+    texts = [dataset.queries[qid] for qid in qids]
+    hits = rank(
+        index,
+        encoder,
+        texts,
+        mode=mode,
+        limit=limit,
+        rrf_k=rrf_k,
+        prefetch_limit=prefetch_limit,
+        progress=progress,
+    )
+    run = hits_to_run(qids, hits)
     empty = sum(not docs for docs in run.values())
     if empty:
-        logger.info("%s: %d of %d queries returned nothing", using, empty, len(qids))
+        logger.info("%s: %d of %d queries returned nothing", mode, empty, len(qids))
     return run
 
 
@@ -79,10 +84,7 @@ def bm25_run(
 ) -> Run:
     """Qdrant BM25 over the index's ``bm25`` vectors. A query vector is 1.0 per distinct
     analysed term whatever the document settings (k, b, avg_len), so a default encoder works."""
-    encoder = Bm25Encoder()
-    return _index_run(
-        index, "bm25", encoder.encode_query, dataset, qids, limit=limit, progress=progress
-    )
+    return _ranked_run(index, None, dataset, qids, mode="bm25", limit=limit, progress=progress)
 
 
 def splade_run(
@@ -95,9 +97,7 @@ def splade_run(
     progress: ProgressFn | None = None,
 ) -> Run:
     """SPLADE over the index's ``splade`` vectors; ``encoder`` must be the version's own."""
-    return _index_run(
-        index, "splade", encoder.encode_query, dataset, qids, limit=limit, progress=progress
-    )
+    return _ranked_run(index, encoder, dataset, qids, mode="splade", limit=limit, progress=progress)
 
 
 def hybrid_run(
@@ -119,27 +119,17 @@ def hybrid_run(
     list ``max(prefetch_limit, limit)`` deep, RRF constant ``rrf_k``), so the figures are those
     of ``GET /search?mode=hybrid``. A query with neither vector returns nothing (scores 0).
     """
-    bm25 = Bm25Encoder()
-    run: Run = {}
-    for start in range(0, len(qids), QUERY_BATCH):
-        batch = list(qids[start : start + QUERY_BATCH])
-        results = [
-            index.hybrid_search(
-                encoder.encode_query(dataset.queries[qid]),
-                bm25.encode_query(dataset.queries[qid]),
-                limit=limit,
-                prefetch_limit=prefetch_limit,
-                rrf_k=rrf_k,
-            )
-            for qid in batch
-        ]
-        run.update(hits_to_run(batch, results))
-        if progress:
-            progress(len(batch))
-    empty = sum(not docs for docs in run.values())
-    if empty:
-        logger.info("hybrid: %d of %d queries returned nothing", empty, len(qids))
-    return run
+    return _ranked_run(
+        index,
+        encoder,
+        dataset,
+        qids,
+        mode="hybrid",
+        limit=limit,
+        progress=progress,
+        prefetch_limit=prefetch_limit,
+        rrf_k=rrf_k,
+    )
 
 
 def bm25s_run(
@@ -177,8 +167,8 @@ def bm25s_run(
     retriever.index(tokenize([p.text for p in dataset.products]), show_progress=False)
     run: Run = {}
     k = min(limit, len(ids))
-    for start in range(0, len(qids), QUERY_BATCH):
-        batch = list(qids[start : start + QUERY_BATCH])
+    for start in range(0, len(qids), BATCH):
+        batch = list(qids[start : start + BATCH])
         docs, scores = retriever.retrieve(
             tokenize([dataset.queries[q] for q in batch]), k=k, show_progress=False
         )

@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import pytest
 from fastapi.testclient import TestClient
@@ -228,12 +228,22 @@ def test_alias_follows_production_on_a_qdrant_server(
             pass
 
     client = QdrantClient(location=":memory:")
+
+    class SharedClient:
+        def close(self) -> None:
+            pass
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(client, name)
+
     for version in ("v1", "v2"):
         QdrantServerIndex.create(client, "products", version, {})
     monkeypatch.setattr(
         "encoder_server.holder.open_index",
         lambda settings, version: SharedClientIndex(client, "products", version),
     )
+    # The store moves the alias with a client of its own: the same in-memory server.
+    monkeypatch.setattr("services.index.store.server_client", lambda settings: SharedClient())
     home.settings.qdrant.url = "http://qdrant.invalid:6333"
 
     def alias() -> str:

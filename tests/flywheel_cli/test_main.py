@@ -18,7 +18,7 @@ from services.errors import RegistryError
 ROOT = Path(__file__).resolve().parents[2]
 COMMANDS = (
     *("index", "serve", "broker", "ingest", "snapshot", "models", "eval", "train", "retrain"),
-    *("promote", "rollback", "canary", "gc", "demo"),
+    *("promote", "rollback", "canary", "gc", "reconcile", "demo", "adapt"),
 )
 CANARY = ("start", "status", "evaluate", "watch", "promote", "rollback")
 

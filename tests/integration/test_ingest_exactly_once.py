@@ -115,6 +115,10 @@ def test_sigkill_mid_stream_loses_and_doubles_nothing(topics: Topics, tmp_path: 
     producer.start()
     kills = 0
     for delay in (2.5, 1.2, 0.7):  # crash it again and again while events stream in
+        # Count from the moment it is up: on loaded cores its start-up alone can take seconds.
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "events.duckdb").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
         time.sleep(delay)
         proc.send_signal(signal.SIGKILL)
         proc.wait()

@@ -95,14 +95,14 @@ def canary_home(tmp_path_factory: pytest.TempPathFactory) -> CanaryHome:
     settings = Settings(home=home)
     registry = ModelRegistry(settings.registry_dir)
     products = generate_catalog(200, seed=11)
-    save_products(products, home)
+    save_products(products, home / "catalog")
     versions = []
     for _ in range(2):
         card = register_pretrained(registry, "bundled", settings.encoder)
         index_products(settings, card.version, products).close()
         versions.append(card.version)
     registry.set_production(versions[0])
-    registry.set_canary(versions[1], 0.5)
+    registry.set_canary(versions[1], 0.5, force=True)  # a copy of v1: never gated
     return CanaryHome(home, products, versions[0], versions[1])
 
 

@@ -210,7 +210,7 @@ def test_condensed_lists_do_not_charge_the_candidate_for_what_production_never_s
 
 
 def test_rollout_is_compare_and_swap_on_the_production_gated_against(tmp_path: Path) -> None:
-    from retrainer.pipeline import _publish
+    from retrainer.pipeline import publish_candidate
     from services.decisions import read_canary_decisions
     from services.registry import Expected, ModelRegistry
     from services.settings import Settings
@@ -230,12 +230,12 @@ def test_rollout_is_compare_and_swap_on_the_production_gated_against(tmp_path: P
 
     # v3 was gated against v1, but the controller promoted v2 meanwhile: v3 is not rolled out.
     registry.promote(expect=Expected("v1", "v2"))
-    outcome = _publish(settings, registry, passed("v3", "v1"), None)
+    outcome = publish_candidate(settings, registry, passed("v3", "v1"), None)
     assert outcome.status == "skipped" and "no longer serves" in outcome.message
     assert (registry.pointers().production, registry.pointers().canary) == ("v2", None)
     # Gated against what serves, it becomes the canary; a newer one supersedes it, on record.
-    assert _publish(settings, registry, passed("v3", "v2"), None).status == "canary"
-    assert _publish(settings, registry, passed("v4", "v2"), None).status == "canary"
+    assert publish_candidate(settings, registry, passed("v3", "v2"), None).status == "canary"
+    assert publish_candidate(settings, registry, passed("v4", "v2"), None).status == "canary"
     assert (registry.pointers().production, registry.pointers().canary) == ("v2", "v4")
     (superseded,) = read_canary_decisions(registry.root)
     assert (superseded.decision, superseded.canary_version) == ("rollback", "v3")

@@ -37,7 +37,7 @@ def base_home(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Prod
     home = tmp_path_factory.mktemp("retrain-base")
     settings = Settings(home=home)
     products = generate_catalog(1200, seed=11)
-    save_products(products, home)
+    save_products(products, home / "catalog")
     registry = ModelRegistry(settings.registry_dir)
     card = register_pretrained(registry, "bundled", settings.encoder)
     index_products(settings, card.version, products).close()
@@ -100,7 +100,7 @@ def test_consistent_preferences_pass_the_gate_and_rank_higher(base_home, tmp_pat
     pointers = registry.pointers()
     assert (pointers.production, pointers.canary, pointers.canary_fraction) == ("v1", "v2", 0.1)
     card = registry.card("v2")
-    assert card.parent == "v1" and card.gate is not None and card.gate["passed"]
+    assert card.parent == "v1" and card.gate is not None and card.gate.passed
     assert card.training["pairs"]["feedback"] > 0
     assert outcome.report is not None and outcome.report.is_file()
     assert preferred_share(settings, "v2", queries) > preferred_share(settings, "v1", queries)
@@ -144,8 +144,14 @@ def test_inverted_feedback_is_caught_by_the_guard_set(
     check = outcome.decision.check("guard")
     assert check is not None and not check.passed, check
     assert check.evidence.startswith("catalog guard" if guard == "catalog" else "labelled")
-    pointers = ModelRegistry(settings.registry_dir).pointers()
+    registry = ModelRegistry(settings.registry_dir)
+    pointers = registry.pointers()
     assert (pointers.production, pointers.canary) == ("v1", None)
+    # The rejected candidate never serves: its index is gone at once, its card stays.
+    rejected = outcome.candidate
+    assert rejected is not None and registry.card(rejected).gate is not None
+    assert registry.index_record(rejected) is None
+    assert not (settings.index_dir / rejected).exists()
 
 
 def test_too_little_feedback_ends_cleanly(base_home, tmp_path: Path) -> None:

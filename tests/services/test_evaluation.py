@@ -16,10 +16,11 @@ from services.datasets.homedepot import grade
 from services.errors import ConfigError
 from services.evaluation.metrics import comparable_run, evaluate_runs
 from services.evaluation.protocol import evaluate_dataset, parse_systems, resolve_version
-from services.evaluation.report import EvalReport, p_text
+from services.evaluation.report import EvalReport
 from services.evaluation.systems import bm25s_run, hits_to_run
 from services.index.base import Hit
 from services.products import Product
+from services.pvalues import p_text
 from services.registry import ModelRegistry
 from services.settings import Settings
 from tests.conftest import IndexedHome

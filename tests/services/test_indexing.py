@@ -38,7 +38,7 @@ def test_a_new_catalog_becomes_a_new_version(tmp_path: Path) -> None:
     assert (v2.parent, v2.source, v2.gate) == ("v1", "reindex:v1", None)
     assert v2.files == registry.card("v1").files  # the same model, copied
     assert registry.events()[-1]["action"] == "set_production"
-    assert len(load_products(settings.home)) == 40  # later jobs index what production has
+    assert len(load_products(settings.catalog_dir)) == 40  # later jobs index what production has
 
     index = open_index(settings, "v2")
     assert index.count() == 40
