@@ -100,6 +100,7 @@ def trial_settings(home: Path, cfg: Config) -> Settings:
     settings.retrain.canary_fraction = cfg.canary_fraction
     settings.retrain.min_new_pairs = 50
     settings.retrain.keep_versions = 10
+    settings.retrain.drop_rejected_index = False  # every candidate is measured on true grades
     settings.retrain.gate.min_heldout_queries = 20
     # Minutes of feedback rather than hours: hold out more of it, as the demo does, so the
     # held-out check has enough queries to tell "not worse" from noise.
