@@ -319,11 +319,18 @@ class ModelRegistry:
         return IndexRecord.model_validate_json(path.read_text("utf-8"))
 
     def forget_index(self, version: str) -> None:
-        """``version``'s index is about to be rebuilt or deleted: it may not serve meanwhile."""
+        """``version``'s index is about to be rebuilt or deleted: it may not serve meanwhile.
+        Refused for a version that serves or that a rollback would serve."""
         with self.locked():
             current = self.pointers()
-            if version in (current.production, current.canary):
-                role = "production" if version == current.production else "canary"
+            if version in (current.production, current.canary, *current.history):
+                role = (
+                    "production"
+                    if version == current.production
+                    else "canary"
+                    if version == current.canary
+                    else "a rollback target"
+                )
                 raise RegistryError(
                     f"{version} serves ({role}); its index cannot be rebuilt in place. Index the "
                     "catalog as a new version instead (`flywheel index --catalog FILE`)."

@@ -48,3 +48,7 @@ def test_a_new_catalog_becomes_a_new_version(tmp_path: Path) -> None:
     with pytest.raises(RegistryError, match="Canary v1 is running"):
         index_catalog(settings, generate_catalog(10, seed=3))
     assert registry.pointers().production == "v2"
+    registry.clear_canary()
+    # v1 is a rollback target: rebuilding it would change what a rollback serves.
+    with pytest.raises(RegistryError, match="a rollback target"):
+        index_catalog(settings, generate_catalog(10, seed=3), model="v1")
