@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.progress import TaskID
 
-from flywheel_cli.ui import console, fail, progress_bar
+from flywheel_cli.ui import IdColumn, TextColumns, console, fail, progress_bar, read_catalog
 from services.errors import FlywheelError
 from services.settings import Settings
 
@@ -32,10 +32,8 @@ def adapt(
             "Default: the home's saved catalog."
         ),
     ] = None,
-    id_column: Annotated[str | None, typer.Option(help="Column holding product ids.")] = None,
-    text_column: Annotated[
-        list[str] | None, typer.Option(help="Column(s) with product text; repeatable.")
-    ] = None,
+    id_column: IdColumn = None,
+    text_column: TextColumns = None,
     pairs: Annotated[
         int | None, typer.Option(min=1, help="Generated training pairs (default from settings).")
     ] = None,
@@ -59,18 +57,13 @@ def adapt(
     """Adapt the model to the catalog alone (generated queries, no labels, no traffic) and roll
     it out through the same gate and card as any candidate."""
     from retrainer.adapt.run import adapt_catalog
-    from services.catalog import load_catalog
     from services.registry import default_actor
 
     settings = Settings()
     updates = {k: v for k, v in {"pairs": pairs, "seed": seed}.items() if v is not None}
     settings.adapt = settings.adapt.model_copy(update=updates)
     try:
-        products = (
-            load_catalog(catalog, id_column=id_column, text_columns=text_column)
-            if catalog is not None
-            else None
-        )
+        products = read_catalog(catalog, id_column, text_column)
         with progress_bar() as bar:
             tasks: dict[str, TaskID] = {}
 

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from flywheel_cli.ui import console, fail, progress_bar
+from flywheel_cli.ui import IdColumn, TextColumns, console, fail, progress_bar, read_catalog
 from services.errors import ConfigError, FlywheelError
 from services.settings import Settings
 
@@ -26,10 +26,8 @@ def index(
             "home's saved catalog)."
         ),
     ] = None,
-    id_column: Annotated[str | None, typer.Option(help="Column holding product ids.")] = None,
-    text_column: Annotated[
-        list[str] | None, typer.Option(help="Column(s) with product text; repeatable.")
-    ] = None,
+    id_column: IdColumn = None,
+    text_column: TextColumns = None,
     model: Annotated[
         str | None,
         typer.Option(
@@ -40,17 +38,12 @@ def index(
 ) -> None:
     """Index a catalog: on a new home the bundled model becomes v1 production; on a home that
     serves, a new catalog becomes a new version that production switches to atomically."""
-    from services.catalog import load_catalog
     from services.indexing import index_catalog
     from services.registry import default_actor
 
     settings = Settings()
     try:
-        products = (
-            load_catalog(catalog, id_column=id_column, text_columns=text_column)
-            if catalog is not None
-            else None
-        )
+        products = read_catalog(catalog, id_column, text_column)
         with progress_bar() as bar:
             task = bar.add_task("indexing", total=len(products) if products else None)
             done = index_catalog(

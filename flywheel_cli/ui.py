@@ -15,7 +15,8 @@ Exit codes (the README's table; one place decides them, :class:`FlywheelGroup`):
 from __future__ import annotations
 
 import logging
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from pydantic import ValidationError
@@ -32,6 +33,9 @@ from rich.progress import (
 from typer.core import TyperGroup
 
 from services.errors import FlywheelError
+
+if TYPE_CHECKING:
+    from services.products import Product
 
 logger = logging.getLogger(__name__)
 
@@ -92,3 +96,21 @@ class FlywheelGroup(TyperGroup):
             raise fail(exc, about="an invalid setting or state file (fix or restore it)") from exc
         except KeyboardInterrupt as exc:
             raise interrupted() from exc
+
+
+IdColumn = Annotated[str | None, typer.Option(help="Column holding product ids.")]
+TextColumns = Annotated[
+    list[str] | None, typer.Option(help="Column(s) with product text; repeatable.")
+]
+
+
+def read_catalog(
+    catalog: Path | None, id_column: str | None, text_column: list[str] | None
+) -> list[Product] | None:
+    """The products of ``--catalog`` (with ``--id-column``/``--text-column``), or None when no
+    file was given (the command then uses the home's saved catalog)."""
+    from services.catalog import load_catalog
+
+    if catalog is None:
+        return None
+    return load_catalog(catalog, id_column=id_column, text_columns=text_column)

@@ -9,7 +9,7 @@ encoder (the consistency rule), and is ranked in the serving mode.
 from __future__ import annotations
 
 import random
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -19,7 +19,7 @@ from services.encoding.base import SpladeEncoder
 from services.evaluation.heldout import HeldOutEvaluator, HeldOutSet
 from services.evaluation.report import EvalReport
 from services.index.base import ProductIndex
-from services.settings import Settings
+from services.settings import SearchMode, Settings
 
 DISTRACTORS = 5000
 """Unjudged products added to the guard corpus so retrieval is not trivially easy."""
@@ -71,3 +71,54 @@ def guard_report(
     finally:
         for index in indexes.values():
             index.close()
+
+
+def guard_evidence(
+    settings: Settings,
+    scratch: Path,
+    models: Mapping[str, tuple[str, SpladeEncoder, ProductIndex]],
+    catalog_guard: Callable[[], HeldOutSet],
+    *,
+    baseline: str,
+    catalog_evidence: str,
+    exclude_texts: Collection[str] = (),
+    extra_systems: Mapping[str, tuple[str, SearchMode]] | None = None,
+) -> tuple[EvalReport, str]:
+    """The gate's guard report and what it rests on: the labelled guard set when one is
+    configured (:func:`guard_spec`), else ``catalog_guard()``'s known-item queries, ranked on
+    the indexes the models already have (plus ``extra_systems``, e.g. BM25 for reference)."""
+    spec = guard_spec(settings)
+    if spec:
+        report = guard_report(
+            settings,
+            spec,
+            scratch,
+            {role: (version, encoder) for role, (version, encoder, _) in models.items()},
+            baseline=baseline,
+            exclude_texts=exclude_texts,
+        )
+        return report, f"labelled guard set {report.dataset}"
+    known = catalog_guard()
+    encoders = {version: encoder for version, encoder, _ in models.values()}
+    indexes = {version: index for version, _, index in models.values()}
+    mode = settings.search.default_mode
+    systems = {role: (version, mode) for role, (version, _, _) in models.items()}
+    systems.update(extra_systems or {})
+    report = HeldOutEvaluator(
+        known,
+        encoder=encoders.__getitem__,
+        open_index=lambda version: nullcontext(indexes[version]),
+        rrf_k=settings.search.rrf_k,
+    ).report(systems, baseline=baseline, dataset=known.name)
+    return report, catalog_evidence
+
+
+def guard_spec(settings: Settings) -> str | None:
+    """The labelled guard set: the configured one, else the first labelled bootstrap set
+    (labels the operator already trusts). None: no labels here, the gate relies on the
+    held-out and reference checks (README, "Gate")."""
+    cfg = settings.retrain
+    if cfg.guard_dataset:
+        return cfg.guard_dataset
+    specs = [s.strip() for s in (cfg.bootstrap_dataset or "").split(",") if s.strip()]
+    return specs[0] if specs else None

@@ -23,7 +23,7 @@ from typing import Literal
 from retrainer.catalog_guard import known_item_set
 from retrainer.data import FeedbackData, load_feedback
 from retrainer.gate import CANDIDATE, PRODUCTION, REFERENCE, decide, guard_checks, heldout_check
-from retrainer.guard import guard_report
+from retrainer.guard import guard_evidence
 from retrainer.negatives import mine_hard_negatives
 from retrainer.report import write_report
 from retrainer.scratch import readable_index
@@ -271,17 +271,6 @@ def _supersede_canary(
     logger.info("canary %s superseded by %s", replaced.canary, newer)
 
 
-def guard_spec(settings: Settings) -> str | None:
-    """The labelled guard set: the configured one, else the first labelled bootstrap set
-    (labels the operator already trusts). None: no labels here, the gate relies on the
-    held-out and reference checks (README, "Gate")."""
-    cfg = settings.retrain
-    if cfg.guard_dataset:
-        return cfg.guard_dataset
-    specs = [s.strip() for s in (cfg.bootstrap_dataset or "").split(",") if s.strip()]
-    return specs[0] if specs else None
-
-
 def reference_version(settings: Settings, registry: ModelRegistry) -> str | None:
     """The fixed version every candidate is also compared with: the configured one, else the
     oldest registered version (the first production); None when it is gone."""
@@ -322,32 +311,17 @@ def _gate(
             judged_only=policy.judged_only,
         )
     checks = [heldout_check(heldout, policy, production=production[0], candidate=candidate[0])]
-    spec = guard_spec(settings)
-    if spec:
-        guard = guard_report(
-            settings,
-            spec,
-            scratch,
-            {role: (version, encoder) for role, (version, encoder, _) in models.items()},
-            baseline=PRODUCTION,
-            exclude_texts=data.heldout_queries.values(),
-        )
-        evidence = f"labelled guard set {guard.dataset}"
-    else:
-        # No labels configured: known-item queries from the catalog's titles, on the indexes
-        # the models already have (README, "Gate").
-        known = known_item_set(catalog, at_most=settings.retrain.guard_queries)
-        guard = HeldOutEvaluator(
-            known,
-            encoder=encoders.__getitem__,
-            open_index=lambda version: nullcontext(indexes[version]),
-            rrf_k=settings.search.rrf_k,
-        ).report(
-            {role: (models[role][0], mode) for role in models},
-            baseline=PRODUCTION,
-            dataset=known.name,
-        )
-        evidence = "catalog guard: known-item queries from product titles (no labels configured)"
+    # Without labels: known-item queries from the catalog's titles (README, "Gate").
+    guard, evidence = guard_evidence(
+        settings,
+        scratch,
+        models,
+        lambda: known_item_set(catalog, at_most=settings.retrain.guard_queries),
+        baseline=PRODUCTION,
+        catalog_evidence="catalog guard: known-item queries from product titles (no labels "
+        "configured)",
+        exclude_texts=data.heldout_queries.values(),
+    )
     checks += guard_checks(
         guard,
         policy,

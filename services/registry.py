@@ -340,18 +340,22 @@ class ModelRegistry:
     def _index_path(self, version: str) -> Path:
         return self.root / INDEXES / f"{check_version_name(version)}.json"
 
+    def _require_index(self, version: str, action: str) -> None:
+        """Refuse to serve ``version`` until its index is recorded complete."""
+        self.path(version)
+        if self.index_record(version) is None:
+            raise RegistryError(
+                f"Refusing to {action}: {version} has no complete search index, so servers "
+                f"would keep serving what they serve. Build it first: `flywheel index --model "
+                f"{version}`."
+            )
+
     def _require_servable(self, version: str, current: Pointers, action: str, force: bool) -> bool:
         """Refuse to serve ``version`` without a complete index; refuse a version that has not
         passed the gate unless ``force``. An earlier production, or the canary being promoted
         (it got there through the gate or by a recorded force), needs no gate decision.
         True when the change is forced past the gate."""
-        self.path(version)
-        if self.index_record(version) is None:
-            raise RegistryError(
-                f"Refusing to {action}: {version} has no complete search index, so servers "
-                f"would keep serving {current.production}. Build it first: `flywheel index "
-                f"--model {version}`."
-            )
+        self._require_index(version, action)
         gate = self.card(version).gate
         if (gate is not None and gate.passed) or version in current.history:
             return False
@@ -408,12 +412,7 @@ class ModelRegistry:
             current = self.pointers()
             if expect is not None:
                 expect.check(current, f"make {version} production")
-            self.path(version)
-            if self.index_record(version) is None:
-                raise RegistryError(
-                    f"Refusing to make {version} production: it has no complete search index. "
-                    f"Build it first: `flywheel index --model {version}`."
-                )
+            self._require_index(version, f"make {version} production")
             return self._set_production(version, "set_production", actor)
 
     def pointer_snapshot(self) -> str:

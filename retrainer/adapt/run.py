@@ -25,7 +25,6 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,11 +35,10 @@ from retrainer.adapt.negatives import NegativeMiner
 from retrainer.adapt.queries import QueryPair, generate_pairs
 from retrainer.catalog_guard import known_item_set
 from retrainer.gate import CANDIDATE, PRODUCTION, REFERENCE, decide, guard_checks
-from retrainer.guard import guard_report
+from retrainer.guard import guard_evidence
 from retrainer.pipeline import (
     Status,
     exclusive_run,
-    guard_spec,
     publish_candidate,
     reference_version,
 )
@@ -53,8 +51,7 @@ from services.encoding.package import register_model
 from services.encoding.torch_splade import load_mlm
 from services.encoding.versions import onnx_encoder
 from services.errors import ConfigError
-from services.evaluation.heldout import HeldOutEvaluator, HeldOutSet
-from services.evaluation.report import EvalReport
+from services.evaluation.heldout import HeldOutSet
 from services.index.base import ProductIndex
 from services.indexing import bootstrap_home, index_products
 from services.products import Product
@@ -177,39 +174,6 @@ def build_examples(
     return examples, record
 
 
-def _guard_report(
-    settings: Settings,
-    scratch: Path,
-    known: HeldOutSet,
-    models: dict[str, Model],
-) -> tuple[EvalReport, str]:
-    """The retrainer's guard evidence without click-judged queries (pipeline.py ``_gate``)."""
-    spec = guard_spec(settings)
-    if spec:
-        report = guard_report(
-            settings,
-            spec,
-            scratch,
-            {role: (version, encoder) for role, (version, encoder, _) in models.items()},
-            baseline=PRODUCTION,
-        )
-        return report, f"labelled guard set {report.dataset}"
-    encoders = {version: encoder for version, encoder, _ in models.values()}
-    indexes = {version: index for version, _, index in models.values()}
-    mode = settings.search.default_mode
-    systems = {role: (models[role][0], mode) for role in models}
-    systems[BM25_SYSTEM] = (models[CANDIDATE][0], "bm25")
-    report = HeldOutEvaluator(
-        known,
-        encoder=encoders.__getitem__,
-        open_index=lambda version: nullcontext(indexes[version]),
-        rrf_k=settings.search.rrf_k,
-    ).report(systems, baseline=PRODUCTION, dataset=known.name)
-    return report, (
-        "catalog guard: known-item queries from the titles of products held out of adaptation"
-    )
-
-
 def gate(
     settings: Settings,
     scratch: Path,
@@ -224,7 +188,16 @@ def gate(
     models = {PRODUCTION: production, CANDIDATE: candidate}
     if reference is not None:
         models[REFERENCE] = reference
-    report, evidence = _guard_report(settings, scratch, known, models)
+    report, evidence = guard_evidence(
+        settings,
+        scratch,
+        models,
+        lambda: known,
+        baseline=PRODUCTION,
+        catalog_evidence="catalog guard: known-item queries from the titles of products held "
+        "out of adaptation",
+        extra_systems={BM25_SYSTEM: (models[CANDIDATE][0], "bm25")},
+    )
     checks = guard_checks(
         report,
         policy,
