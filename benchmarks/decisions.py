@@ -382,11 +382,8 @@ def run(cfg: Config, home: Path) -> dict[str, Any]:
     for version in roles.values():
         served.prepare(version, texts)
     true = {role: truth(served, pool, version) for role, version in roles.items()}
-    test_set = HeldOutSet.sample(
-        pool.labelled, among=[i.query_id for i in pool.heldout], at_most=2000
-    )
     test_eval = HeldOutEvaluator(
-        test_set,
+        pool.test_set(2000),
         encoder=VersionEncoders(ModelRegistry(settings.registry_dir)),
         open_index=index_reader(settings, scratch),
         rrf_k=settings.search.rrf_k,

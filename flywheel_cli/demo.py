@@ -98,14 +98,11 @@ class HeldOut:
     def __init__(self, settings: Settings, pool: IntentPool, scratch: Path) -> None:
         from retrainer.scratch import index_reader
         from services.encoding.versions import VersionEncoders
-        from services.evaluation.heldout import HeldOutEvaluator, HeldOutSet
+        from services.evaluation.heldout import HeldOutEvaluator
         from services.registry import ModelRegistry
 
-        heldout = HeldOutSet.sample(
-            pool.labelled, among=[i.query_id for i in pool.heldout], at_most=HELDOUT_QUERIES
-        )
         self.evaluator = HeldOutEvaluator(
-            heldout,
+            pool.test_set(HELDOUT_QUERIES),
             encoder=VersionEncoders(ModelRegistry(settings.registry_dir)),
             open_index=index_reader(settings, scratch),
             rrf_k=settings.search.rrf_k,

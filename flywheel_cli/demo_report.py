@@ -15,6 +15,7 @@ from typing import Any
 from rich import box
 from rich.table import Table
 
+from services.evaluation.plots import RoundSeries, ndcg_per_round_png
 from services.registry import atomic_write_text
 
 _SYSTEM_STYLES = {"BM25": ("#888888", "--")}
@@ -116,19 +117,20 @@ def _plots(rounds: list[RoundRecord]) -> list[tuple[str, str]]:
     from matplotlib.ticker import MaxNLocator
 
     xs = [r.round for r in rounds]
-    out: list[tuple[str, str]] = []
-    fig, ax = plt.subplots(figsize=(7, 3.6))
     systems = list(dict.fromkeys(k for r in rounds for k in r.heldout_ndcg))
-    for system in systems:
-        points = [(r.round, r.heldout_ndcg[system]) for r in rounds if system in r.heldout_ndcg]
-        color, style = _SYSTEM_STYLES.get(system, (None, "-"))
-        ax.plot(*zip(*points, strict=True), style, marker="o", color=color, label=system)
-    ax.set(xlabel="round", ylabel="nDCG@10", title="Held-out queries (labels never trained on)")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.legend(fontsize=7, ncols=2)
-    ax.grid(alpha=0.3)
-    out.append(("nDCG@10 per round per system", _png(fig)))
-    plt.close(fig)
+    series = [
+        RoundSeries(
+            system,
+            [(r.round, r.heldout_ndcg[system]) for r in rounds if system in r.heldout_ndcg],
+            color=_SYSTEM_STYLES.get(system, (None, "-"))[0],
+            linestyle=_SYSTEM_STYLES.get(system, (None, "-"))[1],
+        )
+        for system in systems
+    ]
+    ndcg = ndcg_per_round_png(
+        series, title="Held-out queries (labels never trained on)", legend_columns=2
+    )
+    out = [("nDCG@10 per round per system", base64.b64encode(ndcg).decode())]
 
     fig, ax = plt.subplots(figsize=(7, 3))
     for label, values in (

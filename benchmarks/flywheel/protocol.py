@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from services.datasets.base import LabelledSet
-from services.datasets.protocol import in_hash_split, normalise_query, sample_queries
+from services.datasets.protocol import MIN_JUDGED, normalise_query
 from services.encoding.base import ProgressFn
 from services.errors import FlywheelError
 from services.evaluation import systems as sy
@@ -78,7 +78,7 @@ class BenchConfig:
     train_examples: int | None = None
     supervised_examples: int = 20_000
     seed: int = 42
-    min_judged: int = 2
+    min_judged: int = MIN_JUDGED
     threads: int = 0
     """Query-encoding threads (0: every core)."""
     canary_fraction: float = 0.5
@@ -146,28 +146,22 @@ class Split:
 def split_queries(labelled: LabelledSet, holdout_fraction: float, cfg: BenchConfig) -> Split:
     """Train intents (:class:`IntentPool`) and up to ``cfg.test_queries`` held-out test queries.
 
-    The held-out side is the pool's (same salt, same fraction), taken over *every* labelled
-    query so the test draw follows the reference protocol (at least ``min_judged`` judged
-    products of any grade); the draw is :func:`sample_queries` with ``cfg.seed``.
+    The test queries are :meth:`IntentPool.test_set` (the demo's and the decision benchmark's
+    draw too): the pool's held-out side over *every* labelled query, drawn by the reference
+    protocol (at least ``min_judged`` judged products of any grade; :func:`sample_queries`
+    with ``cfg.seed``).
 
     Raises:
         DatasetError: no train intent, or no held-out query with enough judgments.
     """
     pool = IntentPool(labelled, holdout_fraction)
-    heldout_ids = [
-        q
-        for q, text in labelled.queries.items()
-        if in_hash_split(text, holdout_fraction, salt=SPLIT_SALT)
-    ]
-    side = labelled.restrict(heldout_ids, name=f"{labelled.name}:heldout")
-    test = sample_queries(
-        side, at_most=max(1, cfg.test_queries), min_judged=cfg.min_judged, seed=cfg.seed
-    )
+    test = pool.test_set(max(1, cfg.test_queries), min_judged=cfg.min_judged, seed=cfg.seed)
+    side = labelled.restrict(pool.heldout_ids)
     heldout = frozenset(normalise_query(t) for t in side.queries.values())
     leaked = {normalise_query(i.text) for i in pool.train} & heldout
     if leaked:  # the pool and this split use the same hash: this cannot happen
         raise AssertionError(f"{len(leaked)} train intents are held out, e.g. {min(leaked)!r}")
-    return Split(pool, test, heldout)
+    return Split(pool, list(test.queries), heldout)
 
 
 # ----------------------------------------------------------------------------- helpers

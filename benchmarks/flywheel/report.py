@@ -15,6 +15,7 @@ from benchmarks.flywheel.protocol import (
     BenchResult,
 )
 from services.evaluation.metrics import DEFAULT_METRICS
+from services.evaluation.plots import RoundSeries, ndcg_per_round_png
 from services.evaluation.report import DAGGER, metric_label
 from services.pvalues import p_text
 
@@ -152,50 +153,50 @@ def to_markdown(result: BenchResult) -> str:
 
 def plot(result: BenchResult, path: Path) -> Path:
     """nDCG@10 per round: flat lines for the systems that do not learn, the flywheel's two
-    modes with markers, and the goal."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    x = [r.round for r in result.rounds]
-    styles: dict[str, dict[str, Any]] = {
-        "bm25": {"color": "black", "linestyle": "--"},
-        "offshelf": {"color": "tab:gray", "linestyle": ":"},
-        "offshelf_hybrid": {"color": "tab:gray", "linestyle": "-."},
-        "supervised": {"color": "tab:green", "linestyle": ":"},
-        "supervised_hybrid": {"color": "tab:green", "linestyle": "-."},
-        "flywheel": {"color": "tab:blue", "marker": "o"},
-        "flywheel_hybrid": {"color": "tab:orange", "marker": "s"},
+    modes with markers, the candidates the gate rejected hollow, and the goal."""
+    styles: dict[str, tuple[str, str, str | None]] = {
+        "bm25": ("black", "--", None),
+        "offshelf": ("tab:gray", ":", None),
+        "offshelf_hybrid": ("tab:gray", "-.", None),
+        "supervised": ("tab:green", ":", None),
+        "supervised_hybrid": ("tab:green", "-.", None),
+        "flywheel": ("tab:blue", "-", "o"),
+        "flywheel_hybrid": ("tab:orange", "-", "s"),
     }
-    fig, ax = plt.subplots(figsize=(8, 5))
-    for s in result.systems():
-        ax.plot(x, [r.report.mean(s) for r in result.rounds], label=SYSTEMS[s], **styles[s])
+    series = [
+        RoundSeries(
+            SYSTEMS[s],
+            [(r.round, r.report.mean(s)) for r in result.rounds],
+            color=styles[s][0],
+            linestyle=styles[s][1],
+            marker=styles[s][2],
+        )
+        for s in result.systems()
+    ]
     for system, mode in (("flywheel", "splade"), ("flywheel_hybrid", "hybrid")):
-        rejected = [
-            (r.round, r.retrain["candidate_on_test"][mode]["means"]["ndcg@10"])
-            for r in result.rounds
-            if r.retrain and r.retrain.get("candidate_on_test")
-        ]
-        if rejected:
-            ax.scatter(
-                *zip(*rejected, strict=True),
-                marker=styles[system]["marker"],
-                facecolors="none",
-                edgecolors=styles[system]["color"],
-                label=f"{SYSTEMS[system]}: candidate the gate rejected",
+        series.append(
+            RoundSeries(
+                f"{SYSTEMS[system]}: candidate the gate rejected",
+                [
+                    (r.round, r.retrain["candidate_on_test"][mode]["means"]["ndcg@10"])
+                    for r in result.rounds
+                    if r.retrain and r.retrain.get("candidate_on_test")
+                ],
+                color=styles[system][0],
+                marker=styles[system][2],
+                hollow=True,
             )
-    if result.dataset == "homedepot":  # the goal is a Home Depot figure
-        ax.axhline(GOAL_NDCG, color="tab:red", linewidth=0.8, alpha=0.6, label=f"goal {GOAL_NDCG}")
-    ax.set_xlabel("round (0: before any feedback)")
-    ax.set_ylabel("nDCG@10 on held-out test queries")
-    ax.set_xticks(x)
-    ax.set_title(f"Flywheel on {result.dataset}: {result.protocol['test_queries']} test queries")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+        )
+    png = ndcg_per_round_png(
+        series,
+        title=f"Flywheel on {result.dataset}: {result.protocol['test_queries']} test queries",
+        xlabel="round (0: before any feedback)",
+        ylabel="nDCG@10 on held-out test queries",
+        goal=GOAL_NDCG if result.dataset == "homedepot" else None,  # a Home Depot figure
+        size=(8, 5),
+        dpi=120,
+    )
+    path.write_bytes(png)
     return path
 
 

@@ -40,12 +40,16 @@ def add_judgment(qrels: Qrels, qid: str, pid: str, grade: int) -> None:
     judged[pid] = max(grade, judged.get(pid, grade))
 
 
+MIN_JUDGED = 2
+"""The reference protocol's eligibility: a test query has at least two judged products."""
+
+
 def sample_queries(
     ls: LabelledSet,
     n: int | None = None,
     *,
     at_most: int | None = None,
-    min_judged: int = 2,
+    min_judged: int = MIN_JUDGED,
     seed: int = 42,
 ) -> list[str]:
     """Pick ``n`` query ids (or ``at_most`` that many) for evaluation, reproducibly.

@@ -12,12 +12,12 @@ are nDCG@10 (Järvelin & Kekäläinen, 2002), MRR@10 and Recall@100 with paired 
 from __future__ import annotations
 
 import logging
-import random
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 from services.datasets.base import LabelledSet, Qrels
+from services.datasets.protocol import sample_queries
 from services.encoding.base import SpladeEncoder
 from services.errors import DatasetError
 from services.evaluation.metrics import DEFAULT_METRICS, Run, condensed, evaluate_runs
@@ -63,27 +63,32 @@ class HeldOutSet:
         seed: int = 42,
     ) -> HeldOutSet:
         """Up to ``at_most`` queries of ``labelled`` (only those in ``among`` when given) with
-        at least ``min_judged`` judged products and one of grade ``min_grade`` or more (a query
-        nothing is relevant for cannot move nDCG). The eligible ids are sorted and drawn with
-        ``random.Random(seed)``, so the same inputs always give the same set.
+        at least ``min_judged`` judged products and one of grade ``min_grade`` or more (0: any
+        grade, as the reference protocol). The draw is the protocol's own
+        (:func:`~services.datasets.protocol.sample_queries`: sorted ids, ``random.Random(seed)``),
+        so the same inputs always give the same set, and a benchmark's test queries are the
+        ones the reference figures were measured on.
 
         Raises:
             DatasetError: no query is eligible.
         """
         allowed = set(among) if among is not None else set(labelled.queries)
-        eligible = sorted(
+        graded = [
             q
-            for q in allowed
+            for q in sorted(allowed)
             if q in labelled.queries
-            and len(labelled.qrels.get(q, {})) >= min_judged
+            and labelled.qrels.get(q)
             and max(labelled.qrels[q].values()) >= min_grade
-        )
-        if not eligible:
+        ]
+        try:
+            chosen = sample_queries(
+                labelled.restrict(graded), at_most=at_most, min_judged=min_judged, seed=seed
+            )
+        except DatasetError as exc:
             raise DatasetError(
                 f"{labelled.name}: no held-out query has {min_judged}+ judged products and a "
                 f"grade >= {min_grade}; use a larger labelled set or a larger held-out share."
-            )
-        chosen = random.Random(seed).sample(eligible, min(at_most, len(eligible)))
+            ) from exc
         return cls(
             name=labelled.name,
             queries={q: labelled.queries[q] for q in chosen},

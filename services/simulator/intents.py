@@ -14,8 +14,9 @@ from dataclasses import dataclass
 
 from services.datasets.base import LabelledSet
 from services.datasets.loader import load_dataset
-from services.datasets.protocol import in_hash_split
+from services.datasets.protocol import MIN_JUDGED, in_hash_split
 from services.errors import DatasetError
+from services.evaluation.heldout import HeldOutSet
 from services.settings import SimulatorSettings
 from services.synthetic import generate_catalog, generate_labelled_set
 
@@ -46,12 +47,15 @@ class IntentPool:
         self.max_grade = labelled.max_grade
         train: list[Intent] = []
         heldout: list[Intent] = []
+        heldout_ids: list[str] = []
         for qid in sorted(labelled.queries):
+            side = in_hash_split(labelled.queries[qid], holdout_fraction, salt=SPLIT_SALT)
+            if side:
+                heldout_ids.append(qid)
             grades = labelled.qrels.get(qid)
             if not grades or max(grades.values()) <= 0:
                 continue  # nothing to find: no shopper would reward any result
             intent = Intent(qid, labelled.queries[qid], dict(grades))
-            side = in_hash_split(intent.text, holdout_fraction, salt=SPLIT_SALT)
             (heldout if side else train).append(intent)
         if not train:
             raise DatasetError(
@@ -60,6 +64,26 @@ class IntentPool:
             )
         self.train = train
         self.heldout = heldout
+        self.heldout_ids = heldout_ids
+        """Every query on the held-out side, a relevant product or not (the test draw's
+        universe, as in the reference protocol)."""
+
+    def test_set(self, at_most: int, *, min_judged: int = MIN_JUDGED, seed: int = 42) -> HeldOutSet:
+        """Up to ``at_most`` held-out queries with their human grades, drawn by the reference
+        protocol (:func:`~services.datasets.protocol.sample_queries`): what the demo and the
+        benchmarks measure every version on. No shopper ever issues one of them.
+
+        Raises:
+            DatasetError: no held-out query has ``min_judged`` judged products.
+        """
+        return HeldOutSet.sample(
+            self.labelled,
+            among=self.heldout_ids,
+            at_most=at_most,
+            min_judged=min_judged,
+            min_grade=0,
+            seed=seed,
+        )
 
     def draw(self, rng: random.Random) -> Intent:
         """A training-split intent, uniformly."""

@@ -11,9 +11,11 @@ import pytest
 from encoder_server.app import create_app
 from flywheel_cli.threaded import serve_in_thread
 from services.datasets.base import LabelledSet
+from services.datasets.protocol import MIN_JUDGED, in_hash_split, sample_queries
 from services.events import InteractionEvent, MemorySink, QueryEvent
 from services.settings import SimulatorSettings
 from services.simulator import IntentPool, ShopperBehaviour, ShopperTraffic
+from services.simulator.intents import SPLIT_SALT
 from services.synthetic import generate_labelled_set
 from tests.conftest import IndexedHome
 
@@ -88,6 +90,30 @@ def test_held_out_queries_never_reach_shoppers_and_the_split_is_stable() -> None
     share = len(heldout) / (len(train) + len(heldout))
     assert 0.15 < share < 0.45, share
     assert all(max(i.grades.values()) > 0 for i in pool.train + pool.heldout)
+
+
+def test_test_set_is_the_reference_protocol_draw_over_the_held_out_side() -> None:
+    """The demo and both benchmarks measure on ``test_set``: every query on the held-out side
+    is eligible (a relevant product or not), drawn as ``sample_queries`` draws."""
+    base = _labelled()
+    fraction = 0.3
+    qid = next(
+        q for q in sorted(base.queries) if in_hash_split(base.queries[q], fraction, salt=SPLIT_SALT)
+    )
+    # a held-out query whose judged products are all irrelevant: shoppers would never issue
+    # it, but the reference protocol measures on it
+    unrewarded = {**base.qrels, qid: dict.fromkeys(base.qrels[qid], 0)}
+    labelled = LabelledSet(base.name, base.products, base.queries, unrewarded, base.max_grade)
+    pool = IntentPool(labelled, holdout_fraction=fraction)
+    assert qid in pool.heldout_ids and qid not in {i.query_id for i in pool.heldout}
+
+    test = pool.test_set(2000)
+    side = labelled.restrict(pool.heldout_ids)
+    assert list(test.queries) == sample_queries(side, at_most=2000, min_judged=MIN_JUDGED)
+    assert qid in test.queries
+    assert not set(test.texts) & {i.text for i in pool.train}
+    assert test.qrels == {q: labelled.qrels[q] for q in test.queries}
+    assert list(pool.test_set(3, seed=5).queries) == sample_queries(side, 3, seed=5)
 
 
 def test_traffic_drives_search_and_events_over_http(indexed_home: IndexedHome) -> None:
