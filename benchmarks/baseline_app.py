@@ -7,9 +7,10 @@ constant), but with none of Flywheel's serving path: no ONNX Runtime (the masked
 eager PyTorch through :class:`~services.encoding.torch_splade.TorchSpladeEncoder`, with
 PyTorch's default threads unless ``--threads`` says otherwise), no model holder or hot swap,
 no validation beyond FastAPI's, no query logging to Kafka, no routing, no Flywheel middleware
-or metrics. Like Flywheel's route
-the handler is ``async``, so both serve one request at a time per process and the comparison
-isolates the runtime and the serving code rather than the concurrency model.
+or metrics. Its handler is
+``async`` and runs one search at a time on the event loop, while Flywheel runs up to
+``server.search_workers`` at once in its own thread pool: the comparison includes that
+concurrency model.
 
 Its own ``/metrics`` exposes ``baseline_search_latency_seconds{stage,mode}`` (stages
 ``encode``, ``retrieve``, ``total``) from a private registry, in the Prometheus text format

@@ -157,8 +157,8 @@ def existing_models(settings: Settings) -> dict[str, str] | None:
 
 
 def build_models(settings: Settings, pool: IntentPool, cfg: Config) -> dict[str, str]:
-    """Register v1 and the three trained versions, each indexed; returns role -> version.
-    A home that already holds them (``--home`` of an earlier run) is reused."""
+    """Register v1 and the two trained versions (strong, mild), each indexed; returns
+    role -> version. A home that already holds them (``--home`` of an earlier run) is reused."""
     found = existing_models(settings)
     if found is not None:
         logger.info("reusing the models of %s: %s", settings.home, found)

@@ -2,10 +2,12 @@
 
 Starts the Kafka-compatible broker, the ingest (Kafka -> DuckDB), the search service and the
 storefront page, then lets simulated shoppers (services.simulator) search and shop over HTTP.
-Every ``events_per_round`` shopper events a round ends: the ingest snapshots, and either the
-canary controller judges a running canary on online nDCG, or the retrainer fine-tunes a
-candidate from the feedback, gates it on held-out nDCG and starts it as a canary. Each round
-also measures production (and the canary) on held-out labelled queries the shoppers never issue.
+Every ``events_per_round`` shopper events a round ends: the ingest snapshots; unless a canary
+is still being judged, the retrainer fine-tunes a candidate from the feedback and gates it
+(held-out, guard and reference checks) and a passing one becomes the canary; the canary
+controller then judges the canary live (interleaving by default) for up to ``canary_round_s``.
+Each round also measures production (and the canary) on held-out labelled queries the shoppers
+never issue.
 The demo ends after ``rounds`` rounds or ``max_minutes``, or on Ctrl-C, and always writes
 ``reports/flywheel.html``.
 """

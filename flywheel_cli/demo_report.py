@@ -34,7 +34,8 @@ class RoundRecord:
     heldout_ndcg: dict[str, float] = field(default_factory=dict)
     """System label ('BM25', 'v2 SPLADE', 'v2 hybrid', ...) -> nDCG@10 on held-out queries."""
     online_ndcg: dict[str, tuple[float, int]] = field(default_factory=dict)
-    """Arm ('production v1', 'canary v2') -> (online nDCG@10, closed lists)."""
+    """Arm ('production v1', 'canary v2') -> (online nDCG@10, closed lists), and
+    'interleaved vN wins' -> (the canary's win share, interleaved lists)."""
     searches_per_s: float = 0.0
     p50_ms: float | None = None
     p99_ms: float | None = None

@@ -52,7 +52,8 @@ def eval_command(
         str,
         typer.Option(
             help="NAME:PATH, e.g. homedepot:../shared/data/homedepot/train.csv, esci:DIR, "
-            "wands:DIR, qrels:DIR; a bare NAME is looked up under $FLYWHEEL_DATA_DIR."
+            "wands:DIR, qrels:DIR, pydocs (Python's library docs, built here); a bare NAME is "
+            "looked up under $FLYWHEEL_DATA_DIR."
         ),
     ],
     systems: Annotated[
@@ -82,7 +83,8 @@ def eval_command(
 ) -> None:
     """Evaluate retrieval systems on a labelled set; writes a JSON and a Markdown report.
 
-    nDCG@10, MRR@10 and Recall@100 per system, each with a paired t-test against BM25.
+    nDCG@10, MRR@10 and Recall@100 per system, each with a paired t-test against the baseline
+    (bm25, else bm25s, else the first system).
     """
     from services.datasets.loader import load_dataset
     from services.evaluation.protocol import evaluate_dataset, parse_systems

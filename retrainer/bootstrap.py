@@ -1,6 +1,7 @@
 """Training triples from labelled relevance sets (Home Depot, ESCI, WANDS, qrels).
 
-Mixed into every retraining run against catastrophic forgetting, and usable alone to train a
+Mixed into retraining runs when ``retrain.bootstrap_dataset`` is set, against catastrophic
+forgetting, and usable alone to train a
 first model before any shopper feedback exists. Each triple pairs a query with a highly graded
 product and a low-graded product *of the same query*: a judged hard negative, which teaches
 more than a random one (the in-batch negatives of multiple-negatives ranking, Henderson et al.,

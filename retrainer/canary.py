@@ -287,5 +287,5 @@ def _apply(registry: ModelRegistry, decision: CanaryDecision) -> None:
 
 
 def decisions(registry: ModelRegistry) -> list[CanaryDecision]:
-    """Every recorded decision, oldest first."""
+    """The decisions recorded in the log's last 256 KiB (``TAIL_BYTES``), oldest first."""
     return read_canary_decisions(registry.root)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from retrainer.scratch import scratch_index
 from services.datasets.loader import load_dataset
+from services.datasets.protocol import MIN_JUDGED
 from services.encoding.base import SpladeEncoder
 from services.evaluation.heldout import HeldOutEvaluator, HeldOutSet
 from services.evaluation.report import EvalReport
@@ -34,16 +35,22 @@ def guard_report(
     baseline: str,
     exclude_texts: Collection[str] = (),
     seed: int = 42,
+    min_judged: int = MIN_JUDGED,
 ) -> EvalReport:
     """Evaluate every model of ``models`` (system name -> (version, encoder)) on ``spec``'s
-    sampled queries (never one of ``exclude_texts``), with paired tests against ``baseline``."""
+    sampled queries (never one of ``exclude_texts``; at least ``min_judged`` judged products,
+    the protocol's two unless the set is known-item), with paired tests against ``baseline``."""
     labelled = load_dataset(spec)
     excluded = {" ".join(t.lower().split()) for t in exclude_texts}
     allowed = [
         q for q, t in labelled.queries.items() if " ".join(t.lower().split()) not in excluded
     ]
     heldout = HeldOutSet.sample(
-        labelled, among=allowed, at_most=settings.retrain.guard_queries, min_judged=2, seed=seed
+        labelled,
+        among=allowed,
+        at_most=settings.retrain.guard_queries,
+        min_judged=min_judged,
+        seed=seed,
     )
     judged = {pid for grades in heldout.qrels.values() for pid in grades}
     others = sorted(p.id for p in labelled.products if p.id not in judged)
@@ -115,8 +122,8 @@ def guard_evidence(
 
 def guard_spec(settings: Settings) -> str | None:
     """The labelled guard set: the configured one, else the first labelled bootstrap set
-    (labels the operator already trusts). None: no labels here, the gate relies on the
-    held-out and reference checks (README, "Gate")."""
+    (labels the operator already trusts). None: no labelled set; the guard and reference
+    checks use the catalog guard (known-item queries from titles; README, "Gate")."""
     cfg = settings.retrain
     if cfg.guard_dataset:
         return cfg.guard_dataset

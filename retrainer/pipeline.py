@@ -3,7 +3,7 @@
 A crash at any step leaves the registry valid and production untouched: the candidate
 becomes a version only once fully written (staging + rename), it can serve only once its index
 is recorded complete, pointers change last, atomically, and a rejected candidate's index is
-dropped at once.
+dropped at once (``retrain.drop_rejected_index``, on by default).
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """The indexed catalog, kept in ``Settings.catalog_dir`` (``$FLYWHEEL_HOME/catalog``) so later
-jobs (re-indexing with a candidate model, the simulator) read exactly what production indexed."""
+jobs (``flywheel index --model``, the retrainer, ``flywheel adapt``) read exactly what production
+indexed."""
 
 from __future__ import annotations
 

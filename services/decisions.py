@@ -30,7 +30,9 @@ TAIL_BYTES = 256 * 1024
 class GateCheck(BaseModel):
     """One comparison the gate made, and whether the candidate passed it."""
 
-    name: str = Field(description="'heldout', 'guard' or 'reference'.")
+    name: str = Field(
+        description="'heldout', 'guard', 'reference' or 'forgetting' (flywheel adapt)."
+    )
     evidence: str = Field(description="What was compared, e.g. 'click-judged held-out queries'.")
     rule: str = Field(description="The rule applied, in words.")
     control: str

@@ -20,7 +20,7 @@ class CatalogError(FlywheelError):
 
 
 class DatasetError(FlywheelError):
-    """A labelled data set (Home Depot, ESCI, WANDS, qrels) cannot be read."""
+    """A labelled data set (Home Depot, ESCI, WANDS, qrels, pydocs) cannot be read."""
 
 
 class ModelError(FlywheelError):

@@ -225,7 +225,8 @@ class PublishOutcome:
     pending: list[str] = field(default_factory=list)
     """Queued but not acknowledged within the timeout; kept and retried, not lost."""
     refused: list[str] = field(default_factory=list)
-    """Not queued because the backlog is full; the sender should retry later."""
+    """Not accepted (the spool is full, the sink is closing or a spool write failed); the
+    sender should retry later."""
 
 
 def event_id(event: AnyEvent) -> str:

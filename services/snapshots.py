@@ -73,7 +73,7 @@ def request_snapshot(exports_dir: Path, wait_s: float = 60) -> Path:
     it; the ingest answers on its next poll.
 
     Raises:
-        StoreError: no new snapshot appeared within ``wait_s`` (the ingest is stuck or gone).
+        SnapshotError: no new snapshot appeared within ``wait_s`` (the ingest is stuck or gone).
     """
     import time
 

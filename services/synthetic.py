@@ -172,8 +172,9 @@ def generate_labelled_set(products: list[Product]) -> LabelledSet:
     """Queries with graded relevance over a generated catalog: one query per product type
     ('cordless drill') and one per (attribute, type) pair that exists ('brass door hinge').
 
-    Grades: 2 = the type and the attribute match, 1 = the type matches, 0 = another product
-    type of the same category (judged irrelevant). Other products are unjudged.
+    Grades: 2 = matches the query (its type, and its attribute if the query has one), 1 = the
+    type only (attribute queries), 0 = up to five products of each other type of the same
+    category (judged irrelevant). Other products are unjudged.
     """
     by_type: dict[str, list[Product]] = {}
     for p in products:

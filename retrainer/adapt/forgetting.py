@@ -9,44 +9,60 @@ consistency rule) and rank its queries in the serving mode, with
 :func:`retrainer.guard.guard_report` (the labelled guard set's own evaluation); the gate's
 ``forgetting`` check allows the guard's drop (``gate.max_guard_drop`` of nDCG@10).
 
-What the default set measures, honestly: a generated catalog (:mod:`services.synthetic`:
-templated titles from 16 brands and 60 product types, graded queries such as 'brass door
-hinge'), built with a seed of its own. It is a *different catalog*, not a different domain: it
-is home improvement too, so for a Home Depot catalog it measures whether the model still ranks
-other, unseen titles as well as before, not whether it kept general English. For a real
-out-of-domain check set ``adapt.forgetting_dataset`` to a labelled set of another domain
-(``esci:DIR``, ``wands:DIR``, ``qrels:DIR``). The same comparison outside the gate:
-``flywheel eval --dataset SPEC --model vN`` for each version.
+The default set is out of domain and built offline: Python's standard-library reference
+documentation (:mod:`services.datasets.pydocs`: a docstring's one-line summary finds the
+documentation of its function or class), a sample of ``adapt.forgetting_products`` documents
+holding at most ``retrain.guard_queries`` known-item queries (and at most half as many as
+documents). Software reference text shares little with
+product titles, so it shows whether adapting cost the model its general English retrieval.
+A labelled set of another shop (``adapt.forgetting_dataset``: ``esci:DIR``, ``wands:DIR``,
+``qrels:DIR``) checks it on graded product judgments instead. The same comparison outside the
+gate: ``flywheel eval --dataset pydocs --model vN`` for each version.
 """
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 from retrainer.gate import CANDIDATE, PRODUCTION, drop_check
 from retrainer.guard import guard_report
+from services.datasets.base import LabelledSet
+from services.datasets.pydocs import load_pydocs
 from services.decisions import GateCheck
 from services.encoding.base import SpladeEncoder
 from services.evaluation.report import EvalReport
 from services.settings import Settings
-from services.synthetic import generate_catalog, generate_labelled_set, write_qrels_dataset
+from services.synthetic import write_qrels_dataset
 
 FORGETTING_SEED = 2024
-"""Seed of the generated set: another catalog than the demo's and the tests' defaults."""
-GENERATED_EVIDENCE = (
-    "generated catalog with graded queries (services.synthetic): another catalog, same broad domain"
-)
+"""Seed of the default set's sample."""
+PYDOCS_EVIDENCE = "standard-library documentation, known-item queries (out of domain)"
 
 
 def forgetting_spec(settings: Settings, scratch: Path) -> tuple[str, str]:
-    """(labelled set spec, what it is): ``adapt.forgetting_dataset``, else the generated set
-    written under ``scratch`` in the ``qrels:DIR`` layout."""
+    """(labelled set spec, what it is): ``adapt.forgetting_dataset``, else a sample of the
+    standard-library documentation set written under ``scratch`` in the ``qrels:DIR`` layout."""
     cfg = settings.adapt
     if cfg.forgetting_dataset:
         return cfg.forgetting_dataset, f"labelled set {cfg.forgetting_dataset}"
-    products = generate_catalog(cfg.forgetting_products, seed=FORGETTING_SEED)
-    folder = write_qrels_dataset(generate_labelled_set(products), scratch / "forgetting-set")
-    return f"qrels:{folder}", GENERATED_EVIDENCE
+    docs = load_pydocs()
+    rng = random.Random(FORGETTING_SEED)
+    wanted = min(len(docs.queries), settings.retrain.guard_queries, cfg.forgetting_products // 2)
+    qids = rng.sample(sorted(docs.queries), wanted)
+    judged = {pid for q in qids for pid in docs.qrels[q]}
+    others = sorted(p.id for p in docs.products if p.id not in judged)
+    keep = judged | set(rng.sample(others, min(len(others), cfg.forgetting_products - len(judged))))
+    chosen = docs.restrict(qids)
+    sample = LabelledSet(
+        docs.name,
+        [p for p in docs.products if p.id in keep],
+        chosen.queries,
+        chosen.qrels,
+        docs.max_grade,
+    )
+    folder = write_qrels_dataset(sample, scratch / "forgetting-set")
+    return f"qrels:{folder}", f"{PYDOCS_EVIDENCE} (Python {docs.notes['python']})"
 
 
 def forgetting_check(
@@ -64,6 +80,7 @@ def forgetting_check(
         scratch / "forgetting",
         {PRODUCTION: production, CANDIDATE: candidate},
         baseline=PRODUCTION,
+        min_judged=1,  # known-item queries judge one document
     )
     check = drop_check(
         report,

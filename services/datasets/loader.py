@@ -1,4 +1,5 @@
-"""Load a labelled set from a spec such as ``homedepot:PATH``, ``esci:DIR`` or ``qrels:DIR``."""
+"""Load a labelled set from a spec such as ``homedepot:PATH``, ``esci:DIR``, ``qrels:DIR`` or
+``pydocs`` (Python's standard-library documentation, built offline)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 from services.datasets.base import LabelledSet
 from services.datasets.esci import load_esci
 from services.datasets.homedepot import load_homedepot
+from services.datasets.pydocs import load_pydocs, stdlib_root
 from services.datasets.qrels import load_qrels_dataset
 from services.datasets.wands import load_wands
 from services.errors import DatasetError
@@ -18,6 +20,7 @@ LOADERS: dict[str, Callable[[Path], LabelledSet]] = {
     "esci": load_esci,
     "wands": load_wands,
     "qrels": load_qrels_dataset,
+    "pydocs": load_pydocs,
 }
 DATA_DIR_ENV = "FLYWHEEL_DATA_DIR"
 # Where each name lives inside a data directory (the layout of ../shared/data).
@@ -31,6 +34,8 @@ def data_dirs() -> list[Path]:
 
 
 def _default_path(name: str) -> Path:
+    if name == "pydocs":  # built from this interpreter's own library, never downloaded
+        return stdlib_root()
     relative = _DEFAULTS.get(name)
     candidates = [d / relative for d in data_dirs()] if relative else []
     for path in candidates:
@@ -46,7 +51,8 @@ def _default_path(name: str) -> Path:
 def load_dataset(spec: str) -> LabelledSet:
     """Load ``NAME:PATH`` where NAME is one of :data:`LOADERS` (``homedepot`` takes the
     ``train.csv`` path, the others a directory). A bare ``NAME`` is allowed when its data is
-    found under ``$FLYWHEEL_DATA_DIR`` or ``<repo>/../shared/data`` (e.g. ``homedepot``).
+    found under ``$FLYWHEEL_DATA_DIR`` or ``<repo>/../shared/data`` (e.g. ``homedepot``), and
+    for ``pydocs`` (this interpreter's standard library).
 
     Raises:
         DatasetError: unknown name (the message lists the known ones), no path found, or the

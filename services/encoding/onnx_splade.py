@@ -39,8 +39,8 @@ def _session(path: Path, threads: int) -> ort.InferenceSession:
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own untyped errors
         raise ModelError(
-            f"Cannot load the ONNX encoder {path}: {exc}. Re-export it with `flywheel models "
-            "export` or re-register the version."
+            f"Cannot load the ONNX encoder {path}: {exc}. Re-register the version (its ONNX "
+            "graph is exported when it is registered)."
         ) from exc
 
 

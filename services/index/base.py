@@ -15,7 +15,7 @@ QDRANT_RRF_K = 2
 """Qdrant's own default RRF constant: score = sum over lists of 1 / (k + rank)."""
 DEFAULT_RRF_K = 60
 """Flywheel's default, Cormack et al.'s constant: on held-out Home Depot queries it fuses a weak
-SPLADE model with BM25 better than Qdrant's 2 (benchmarks/flywheel.py, README)."""
+SPLADE model with BM25 better than Qdrant's 2 (README, "Default search mode")."""
 
 VectorName = Literal["splade", "bm25"]
 """Named sparse vectors of every point: the model's SPLADE vector and a BM25 vector (IDF in

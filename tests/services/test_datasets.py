@@ -445,3 +445,97 @@ def test_real_homedepot() -> None:
     assert picked == sample_queries(ls, 2000)
     assert all(len(ls.qrels[q]) >= 2 for q in picked)
     assert elapsed < 10, f"loading took {elapsed:.1f}s"
+
+
+def _write_library(root: Path) -> None:
+    (root / "shop").mkdir(parents=True)
+    (root / "test").mkdir()
+    (root / "shop" / "__init__.py").write_text(
+        '''
+def measure(x):
+    """Return the length of a garden hose in metres.
+
+    The hose is unrolled on a flat surface and measured end to end with a tape.
+    """
+
+
+class Drill:
+    """A cordless drill with two speeds and a clutch.
+
+    Holds bits up to ten millimetres and charges from the mains in one hour flat.
+    """
+
+    def spin(self):
+        """Return self.
+
+        Spinning starts the motor at the lower speed until the trigger is fully pressed.
+        """
+
+    def _hidden(self):
+        """Private helpers are not reference documentation at all.
+
+        Nobody reads this text as part of the public documentation of the module.
+        """
+''',
+        encoding="utf-8",
+    )
+    (root / "shop" / "other.py").write_text(
+        '''
+def again():
+    """Return self.
+
+    A second object whose summary repeats another's, so it cannot be a known item.
+    """
+
+
+def code():
+    """word = atom / quoted-string
+
+    A grammar rule rather than prose, so it is a document but never a query here.
+    """
+''',
+        encoding="utf-8",
+    )
+    (root / "test" / "test_shop.py").write_text(
+        'def test_it():\n    """Tests are not the library reference at all, ever.\n\n'
+        '    This body is long enough to qualify if tests were read at all.\n    """\n',
+        encoding="utf-8",
+    )
+
+
+def test_pydocs_known_items_from_docstring_summaries(tmp_path: Path) -> None:
+    from services.datasets.loader import load_dataset
+    from services.datasets.pydocs import load_pydocs
+
+    _write_library(tmp_path)
+    ls = load_dataset(f"pydocs:{tmp_path}")
+    titles = {p.payload["title"]: p for p in ls.products}
+    assert set(titles) == {
+        "shop.measure",
+        "shop.Drill",
+        "shop.Drill.spin",
+        "shop.other.again",
+        "shop.other.code",
+    }
+    assert sorted(ls.queries.values()) == [
+        "A cordless drill with two speeds and a clutch",
+        "Return the length of a garden hose in metres",
+    ]
+    for qid, text in ls.queries.items():
+        (pid, grade), *_ = ls.qrels[qid].items()
+        doc = next(p for p in ls.products if p.id == pid)
+        assert grade == 1 and len(ls.qrels[qid]) == 1
+        assert text not in doc.text  # the body is what must be found from the summary
+    assert "Return self" in titles["shop.Drill.spin"].text  # a document, not a query
+    assert ls.max_grade == 1 and ls.notes["python"]
+    assert load_pydocs(tmp_path).queries == ls.queries  # stable ids
+    with pytest.raises(DatasetError, match="no documented Python source"):
+        load_pydocs(tmp_path / "test" / "nothing")
+
+
+def test_pydocs_default_is_this_interpreters_library() -> None:
+    from services.datasets.pydocs import load_pydocs
+
+    ls = load_pydocs()
+    assert len(ls.queries) > 300 and len(ls.products) > len(ls.queries)
+    assert not any(p.payload["title"].startswith(("test.", "idlelib.")) for p in ls.products)
