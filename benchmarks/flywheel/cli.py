@@ -58,6 +58,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="sessions between two looks of the canary controller",
     )
     parser.add_argument("--canary-looks", type=int, default=d.canary_looks)
+    parser.add_argument(
+        "--adapt",
+        action="store_true",
+        help="run flywheel adapt on the catalog before round 1 (catalog only, no labels): do "
+        "the gains of adapting and of learning from clicks add up?",
+    )
     parser.add_argument("--seed", type=int, default=d.seed)
     parser.add_argument(
         "--rrf-k",
@@ -134,6 +140,7 @@ def main(argv: Sequence[str] | None = None, *, labelled: LabelledSet | None = No
         canary_fraction=args.canary_fraction,
         canary_sessions=args.canary_sessions,
         canary_looks=args.canary_looks,
+        adapt=args.adapt,
     )
     started = time.perf_counter()
     home = args.home or Path(tempfile.mkdtemp(prefix="flywheel-bench-"))

@@ -54,6 +54,8 @@ SYSTEMS: dict[str, str] = {
     "bm25": "BM25",
     "offshelf": "SPLADE off the shelf",
     "offshelf_hybrid": "RRF(off the shelf, BM25)",
+    "adapted": "SPLADE adapted to the catalog (flywheel adapt)",
+    "adapted_hybrid": "RRF(adapted, BM25)",
     "supervised": "SPLADE supervised (train labels)",
     "supervised_hybrid": "RRF(supervised, BM25)",
     "flywheel": "SPLADE flywheel",
@@ -90,6 +92,10 @@ class BenchConfig:
     rrf_k: int = DEFAULT_RRF_K
     """RRF constant of the hybrid mode, served and evaluated (``search.rrf_k``, what
     ``GET /search`` uses, is 60 as in Cormack et al.; Qdrant's own default is 2)."""
+    adapt: bool = False
+    """Run ``flywheel adapt`` on the catalog before round 1 (no labels, no test query among
+    its generated ones); a passing adapted model is production when the shoppers arrive, so
+    the rounds show whether adapting and learning from clicks add up."""
 
     def workers(self) -> int:
         return self.threads or os.cpu_count() or 1
@@ -237,6 +243,37 @@ def register_and_index(settings: Settings, products: Sequence[Product]) -> str:
 
     progress = log_progress("indexing with v1", len(products))
     return bootstrap_home(settings, products, progress=progress, actor="benchmark")
+
+
+def adapt_version(
+    settings: Settings, labelled: LabelledSet, split: Split, result: BenchResult
+) -> str | None:
+    """``flywheel adapt`` on the catalog (promoted at once when its gate passes, as on a new
+    shop): the adapted version, or None when the gate kept the bundled model. Its generated
+    queries never include a held-out query and are recorded for the leakage check."""
+    from retrainer.adapt.run import adapt_catalog
+
+    outcome = adapt_catalog(
+        settings,
+        labelled.products,
+        use_llm=False,
+        promote=True,
+        actor="benchmark",
+        exclude_queries=split.heldout_texts,
+    )
+    result.learn_from("adapted", frozenset(normalise_query(q) for q in outcome.queries))
+    result.adapted = {
+        "version": outcome.version,
+        "status": outcome.status,
+        "message": outcome.message,
+        "training": outcome.training,
+        "guard": outcome.guard,
+        "checks": [c.model_dump(mode="json") for c in outcome.decision.checks]
+        if outcome.decision
+        else [],
+    }
+    logger.info("adapt: %s (%s)", outcome.status, outcome.message)
+    return outcome.version if outcome.status == "production" else None
 
 
 def train_supervised(
@@ -510,9 +547,12 @@ class BenchResult:
     test_queries: frozenset[str] = field(repr=False)
     rounds: list[RoundResult] = field(default_factory=list)
     supervised: dict[str, Any] | None = None
+    adapted: dict[str, Any] | None = None
+    """What ``flywheel adapt`` did (``--adapt``): version, gate status, training record."""
     stopped: str | None = None
     trained_queries: dict[str, set[str]] = field(default_factory=dict, repr=False)
-    """'supervised', 'simulated', 'pairs' -> normalised query texts each learnt from."""
+    """'supervised', 'adapted', 'simulated', 'pairs' -> normalised query texts each learnt
+    from."""
 
     def learn_from(self, source: str, queries: set[str] | frozenset[str]) -> None:
         """Record what ``source`` trained on; a test query there aborts the run."""
@@ -591,6 +631,7 @@ class BenchResult:
                 for r in self.rounds
             ],
             "supervised": self.supervised,
+            "adapted": self.adapted,
             "best_mode": self.best_mode() if self.rounds else None,
             "goal": self.goal(),
             "references": REFERENCES,
@@ -673,6 +714,12 @@ def run_benchmark(
     with watch.stage("eval.round0"):
         runs["bm25"] = evaluator.run(v1, "bm25")
         runs["offshelf"], runs["offshelf_hybrid"] = model_runs(v1)
+    by_version: dict[str, tuple[Run, Run]] = {v1: (runs["offshelf"], runs["offshelf_hybrid"])}
+    if cfg.adapt:
+        with watch.stage("adapt"):
+            adapted = adapt_version(settings, labelled, split, result)
+            if adapted is not None:
+                runs["adapted"], runs["adapted_hybrid"] = by_version[adapted] = model_runs(adapted)
     if cfg.supervised_examples > 0:
         with watch.stage("supervised"):
             version, result.supervised, trained = train_supervised(
@@ -680,7 +727,6 @@ def run_benchmark(
             )
             result.learn_from("supervised", trained)
             runs["supervised"], runs["supervised_hybrid"] = model_runs(version)
-    by_version: dict[str, tuple[Run, Run]] = {v1: (runs["offshelf"], runs["offshelf_hybrid"])}
 
     def finish_round(number: int, production: str, *rest: Any) -> None:
         ordered = {s: runs[s] for s in SYSTEMS if s in runs}
@@ -699,7 +745,7 @@ def run_benchmark(
             on_round(result)
 
     with watch.stage("eval.round0"):  # the first ranx call compiles its numba code
-        finish_round(0, v1)
+        finish_round(0, registry.pointers().production or v1)
     shoppers = Shoppers(settings, split.pool, cfg)
     for number in range(1, cfg.rounds + 1):
         durations = [v for k, v in watch.seconds.items() if k.startswith("round") and "." not in k]

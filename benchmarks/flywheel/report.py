@@ -74,6 +74,26 @@ def to_markdown(result: BenchResult) -> str:
             cells = [r.report.cell(s, m) for m in DEFAULT_METRICS]
             lines.append(f"| {r.round} | {label} | " + " | ".join(cells) + " |")
     lines += ["", "Systems other than the flywheel do not change after round 0.", ""]
+    if result.adapted:
+        a = result.adapted
+        pairs = (a.get("training") or {}).get("pairs") or {}
+        checks = "; ".join(
+            f"{c['name']} {c['control_value']:.3f} → {c['candidate_value']:.3f} "
+            f"({'pass' if c['passed'] else 'FAIL'})"
+            for c in a.get("checks", [])
+        )
+        lines += [
+            "## Adapted before the shoppers (`flywheel adapt`, no labels)",
+            "",
+            f"{a['version'] or 'no version'}: {a['status']} ({a['message']}); "
+            f"{pairs.get('generated', 0):,} generated pairs; gate: {checks or 'none'}. "
+            + (
+                "The flywheel's round 0 is the adapted model."
+                if a["status"] == "production"
+                else "The flywheel starts from the bundled model."
+            ),
+            "",
+        ]
     if result.stopped:
         lines += [
             f"Stopped after round {result.rounds[-1].round} of {cfg.rounds}: {result.stopped}.",
@@ -158,6 +178,8 @@ def plot(result: BenchResult, path: Path) -> Path:
         "bm25": ("black", "--", None),
         "offshelf": ("tab:gray", ":", None),
         "offshelf_hybrid": ("tab:gray", "-.", None),
+        "adapted": ("tab:purple", ":", None),
+        "adapted_hybrid": ("tab:purple", "-.", None),
         "supervised": ("tab:green", ":", None),
         "supervised_hybrid": ("tab:green", "-.", None),
         "flywheel": ("tab:blue", "-", "o"),

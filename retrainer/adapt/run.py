@@ -24,7 +24,7 @@ import math
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -82,6 +82,8 @@ class AdaptOutcome:
     report: Path | None = None
     training: dict[str, Any] = field(default_factory=dict)
     guard: dict[str, float] = field(default_factory=dict)
+    queries: frozenset[str] = frozenset()
+    """The generated query texts trained on (a benchmark checks them for leakage)."""
 
 
 def _count(progress: AdaptProgress | None, stage: str, total: int) -> Callable[[int], None]:
@@ -227,6 +229,7 @@ def adapt_catalog(
     promote: bool = False,
     progress: AdaptProgress | None = None,
     actor: str | None = None,
+    exclude_queries: Collection[str] = (),
 ) -> AdaptOutcome:
     """Adapt production's model to the catalog and roll the result out if the gate passes.
 
@@ -235,6 +238,7 @@ def adapt_catalog(
     be the saved catalog (None: use that). ``use_llm`` None: the LLM generator when
     ``adapt.llm_url`` is set. ``promote``: a passing candidate becomes production at once
     instead of a canary (on a new home there are no shoppers to judge a canary).
+    ``exclude_queries``: texts never generated for training (e.g. a benchmark's test queries).
 
     Raises:
         FlywheelError: no catalog, a catalog other than the one served, an LLM asked for but
@@ -257,7 +261,9 @@ def adapt_catalog(
             )
         else:
             catalog = _catalog(settings, products)
-        return _run(settings, registry, catalog, wants_llm, promote, progress)
+        return _run(
+            settings, registry, catalog, wants_llm, promote, progress, frozenset(exclude_queries)
+        )
 
 
 def _run(
@@ -267,6 +273,7 @@ def _run(
     use_llm: bool,
     promote: bool,
     progress: AdaptProgress | None,
+    exclude_queries: frozenset[str] = frozenset(),
 ) -> AdaptOutcome:
     cfg = settings.adapt
     parent = registry.pointers().production
@@ -279,7 +286,7 @@ def _run(
         settings,
         train_products,
         use_llm=use_llm,
-        exclude_queries=known.texts,
+        exclude_queries=known.texts | exclude_queries,
         progress=progress,
     )
     if not pairs:
@@ -320,7 +327,14 @@ def _run(
     outcome = publish_candidate(rollout, registry, decision, None)
     logger.info("adapt %s: %s", outcome.status, outcome.message)
     return AdaptOutcome(
-        outcome.status, outcome.message, version, decision, outcome.report, training, guard
+        outcome.status,
+        outcome.message,
+        version,
+        decision,
+        outcome.report,
+        training,
+        guard,
+        frozenset(p.query for p in pairs),
     )
 
 

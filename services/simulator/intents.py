@@ -11,14 +11,17 @@ from __future__ import annotations
 import logging
 import random
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from services.datasets.base import LabelledSet
 from services.datasets.loader import load_dataset
 from services.datasets.protocol import MIN_JUDGED, in_hash_split
 from services.errors import DatasetError
-from services.evaluation.heldout import HeldOutSet
 from services.settings import SimulatorSettings
 from services.synthetic import generate_catalog, generate_labelled_set
+
+if TYPE_CHECKING:  # evaluation needs the [eval] extras, which the serving image lacks
+    from services.evaluation.heldout import HeldOutSet
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +79,8 @@ class IntentPool:
         Raises:
             DatasetError: no held-out query has ``min_judged`` judged products.
         """
+        from services.evaluation.heldout import HeldOutSet
+
         return HeldOutSet.sample(
             self.labelled,
             among=self.heldout_ids,

@@ -35,6 +35,8 @@ def test_two_rounds_on_a_generated_set(
         "FLYWHEEL_RETRAIN__MIN_NEW_PAIRS": "5",
         "FLYWHEEL_RETRAIN__GATE__MARGIN": "1",
         "FLYWHEEL_RETRAIN__GATE__MIN_HELDOUT_QUERIES": "1",
+        "FLYWHEEL_ADAPT__PAIRS": "48",
+        "FLYWHEEL_ADAPT__FORGETTING_PRODUCTS": "60",
     }.items():
         monkeypatch.setenv(key, value)
     out, home = tmp_path / "out", tmp_path / "home"
@@ -49,6 +51,7 @@ def test_two_rounds_on_a_generated_set(
             "--serve-mode=hybrid",
             "--canary-sessions=100",
             "--canary-looks=2",
+            "--adapt",
             f"--out={out}",
             f"--home={home}",
         ]
@@ -60,7 +63,18 @@ def test_two_rounds_on_a_generated_set(
 
     data = json.loads((out / "flywheel.json").read_text())
     assert [r["round"] for r in data["rounds"]] == [0, 1, 2]
+    # flywheel adapt ran on the catalog first; a passing adapted model is round 0's flywheel
+    adapted = data["adapted"]
+    assert adapted["status"] in {"production", "rejected"}
+    assert adapted["version"] == "v2" and adapted["training"]["pairs"]["generated"] > 0
+    assert {c["name"] for c in adapted["checks"]} >= {"guard", "forgetting"}
     systems = set(fw.SYSTEMS)
+    if adapted["status"] == "production":
+        assert data["rounds"][0]["production"] == "v2"
+        assert "Adapted before the shoppers" in (out / "flywheel.md").read_text()
+    else:
+        assert data["rounds"][0]["production"] == "v1"
+        systems -= {"adapted", "adapted_hybrid"}
     for result in data["rounds"]:
         assert set(result["means"]) == systems
         for system in systems:
@@ -74,7 +88,7 @@ def test_two_rounds_on_a_generated_set(
         assert 1 <= retrain["canary"]["looks"] <= 2
     assert data["rounds"][1]["simulation"]["searches"] >= 150
     assert data["best_mode"]["mode"] in {"splade", "hybrid", "bm25"}
-    assert data["leakage"] == {"supervised": 0, "simulated": 0, "pairs": 0}
+    assert data["leakage"] == {"supervised": 0, "adapted": 0, "simulated": 0, "pairs": 0}
     assert data["protocol"]["test_queries"] == 30
 
     # No test query was ever issued by a shopper or reached a training pair.
