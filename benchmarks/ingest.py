@@ -6,7 +6,11 @@ derived-table rebuild as history grows.
    ``flywheel ingest`` runs) against a fresh DuckDB file until every record is stored, and
    reports stored events/s (the broker runs on the same cores).
 2. Generates 1M and 10M events of the same shape straight into DuckDB and times
-   ``feedback_ingest.store.derived.refresh_derived`` (today it re-reads the whole history).
+   ``feedback_ingest.store.derived.refresh_derived``: the first refresh (every list is new);
+   then, after ``--increment`` more lists arrive, the incremental refresh the ingest runs every
+   30 s (only the new lists are read; training tables left for the snapshot), the training
+   stage a snapshot adds, and deriving every list again (``full=True``: what every refresh
+   cost before the derived tables became incremental).
 
 Run: make bench-ingest   (or: python -m benchmarks.ingest [--quick] [--profile])
 Figures are printed and written to reports/ingest-benchmark.json.
@@ -144,36 +148,56 @@ INSERT INTO queries (query_id, ts, user_query, norm_query, session_id, model_ver
 SELECT 'q' || i, TIMESTAMPTZ '2026-01-01 00:00:00+00' + to_seconds(i),
        'query ' || (i % 5000), 'query ' || (i % 5000), 's' || (i % 3000), 'v1', 'production',
        'hybrid', 1, '{}', [ 'p' || ((i * 7 + k) % 50000) for k in range(10) ], 0, i
-FROM range($lists) t(i);
+FROM range($first, $last) t(i);
 INSERT INTO interactions (event_id, query_id, action, product_id, position, session_id, ts,
                           source_partition, source_offset)
 SELECT 'q' || i || '-' || a || '-' || k, 'q' || i, a, 'p' || ((i * 7 + k) % 50000), k + 1,
        's' || (i % 3000), TIMESTAMPTZ '2026-01-01 00:00:00+00' + to_seconds(i + 1), 0, i
-FROM range($lists) t(i), range(10) r(k), (VALUES ('impression'), ('click')) v(a)
+FROM range($first, $last) t(i), range(10) r(k), (VALUES ('impression'), ('click')) v(a)
 WHERE a = 'impression' OR k = i % 10;
 """
 
 
-def derived_cost(events: int) -> dict[str, Any]:
+def generate(store: EventStore, first: int, last: int) -> None:
+    """Lists ``first``..``last - 1`` of the generated shape, straight into DuckDB."""
+    store.con.execute(GENERATE.replace("$first", str(first)).replace("$last", str(last)))
+
+
+def timed_refresh(
+    store: EventStore, *, full: bool = False, training: bool = True
+) -> tuple[float, int]:
+    """Seconds one refresh took, and how many lists it derived again."""
+    started = time.perf_counter()
+    report = refresh_derived(store, now=T0 + timedelta(days=30), full=full, training=training)
+    return time.perf_counter() - started, report.lists_derived
+
+
+def derived_cost(events: int, increment: int) -> dict[str, Any]:
     lists = events // 12
     with (
         tempfile.TemporaryDirectory(dir=os.environ.get("TMPDIR")) as tmp,
         EventStore(Path(tmp) / "events.duckdb") as store,
     ):
         started = time.perf_counter()
-        store.con.execute(GENERATE.replace("$lists", str(lists)))
+        generate(store, 0, lists)
         generated = time.perf_counter() - started
         stored = stored_count(store)
-        started = time.perf_counter()
-        report = refresh_derived(store, now=T0 + timedelta(days=30))
-        elapsed = time.perf_counter() - started
+        first_s, _ = timed_refresh(store)
+        generate(store, lists, lists + increment)
+        incremental_s, derived = timed_refresh(store, training=False)
+        training_s, _ = timed_refresh(store)
+        full_s, _ = timed_refresh(store, full=True)
         size = (Path(tmp) / "events.duckdb").stat().st_size
     return {
         "events": stored,
         "generate_s": round(generated, 1),
-        "refresh_derived_s": round(elapsed, 2),
+        "refresh_derived_s": round(first_s, 2),
+        "increment_lists": increment,
+        "incremental_s": round(incremental_s, 3),
+        "incremental_lists_derived": derived,
+        "training_s": round(training_s, 2),
+        "full_s": round(full_s, 2),
         "store_mb": round(size / 1e6),
-        "rows": report.rows,
     }
 
 
@@ -182,6 +206,9 @@ def main() -> None:
     parser.add_argument("--lists", type=int, default=20_000, help="served lists to produce")
     parser.add_argument(
         "--derived", default="1000000,10000000", help="event counts for the rebuild timing"
+    )
+    parser.add_argument(
+        "--increment", type=int, default=1_000, help="lists arriving between two refreshes"
     )
     parser.add_argument("--quick", action="store_true", help="1,000 lists, 100k events")
     parser.add_argument("--profile", action="store_true", help="cProfile the ingest loop")
@@ -203,11 +230,14 @@ def main() -> None:
     )
     figures["derived"] = []
     for events in (int(n) for n in args.derived.split(",") if n):
-        cost = derived_cost(events)
+        cost = derived_cost(events, args.increment)
         figures["derived"].append(cost)
         print(
-            f"refresh_derived over {cost['events']:,} events: {cost['refresh_derived_s']} s "
-            f"(store {cost['store_mb']} MB; generated in {cost['generate_s']} s)"
+            f"refresh_derived over {cost['events']:,} events: first {cost['refresh_derived_s']} s; "
+            f"after {cost['increment_lists']:,} more lists: incremental {cost['incremental_s']} s "
+            f"({cost['incremental_lists_derived']:,} lists derived; the training stage a "
+            f"snapshot adds: {cost['training_s']} s) vs every list again {cost['full_s']} s, "
+            f"on {cores} cores (store {cost['store_mb']} MB; generated in {cost['generate_s']} s)"
         )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(figures, indent=2) + "\n")

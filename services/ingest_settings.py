@@ -1,9 +1,12 @@
 """Settings of the event store, the derived tables and the snapshots.
 
-Part of the one settings tree: ``Settings.ingest.store`` (``FLYWHEEL_INGEST__STORE__...``).
+Part of the one settings tree: ``Settings.ingest.store`` (``FLYWHEEL_INGEST__STORE__...``), e.g.
+``FLYWHEEL_INGEST__STORE__RETENTION_DAYS=30``.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from pydantic import BaseModel, Field
 
@@ -75,11 +78,32 @@ class DerivedSettings(BaseModel):
     )
 
 
+ARCHIVE_FOLDER = "archive"
+"""The default archive folder, inside the exports folder so snapshots can name its files."""
+
+
 class StoreSettings(BaseModel):
-    """The DuckDB event store and its Parquet snapshots."""
+    """The DuckDB event store, its retention and its Parquet snapshots."""
 
     dead_letter_raw_max_bytes: int = Field(
         default=16_384, ge=0, description="Raw payload kept per dead letter (truncated)."
     )
     keep_snapshots: int = Field(default=5, ge=1, description="Snapshots kept in exports/.")
+    retention_days: int = Field(
+        default=30,
+        ge=0,
+        description="Raw events (queries, interactions, dead letters) of days older than this "
+        "many days leave the DuckDB file for the Parquet archive (hive-style day=YYYY-MM-DD "
+        "folders), and online metrics cover the days kept; judgments, training pairs and the "
+        "per-query counts are kept for every day. 0: keep every event in DuckDB.",
+    )
+    archive_dir: Path | None = Field(
+        default=None,
+        description="Where retention archives raw events; unset: the 'archive' folder of the "
+        "exports folder, so every snapshot can include the archived days.",
+    )
     derived: DerivedSettings = Field(default_factory=DerivedSettings)
+
+    def archive_root(self, exports_dir: Path) -> Path:
+        """The archive folder: :attr:`archive_dir`, else ``<exports_dir>/archive``."""
+        return self.archive_dir if self.archive_dir is not None else exports_dir / ARCHIVE_FOLDER

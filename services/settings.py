@@ -85,8 +85,8 @@ class SearchSettings(BaseModel):
     )
     default_mode: SearchMode = Field(
         default="hybrid",
-        description="Mode used when a request names none; chosen by benchmarks/flywheel.py "
-        "(README: 'Default search mode').",
+        description="Mode used when a request names none; chosen by the flywheel benchmark "
+        "(benchmarks/flywheel; README: 'Default search mode').",
     )
     rrf_k: int = Field(
         default=60,
@@ -107,7 +107,9 @@ class ServerSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     admin_token: SecretStr | None = Field(
-        default=None, description="Bearer token for state-changing endpoints; unset turns them off."
+        default=None,
+        description="Bearer token for the admin endpoints and the status page; unset turns "
+        "them off.",
     )
 
     @field_validator("admin_token", mode="before")
@@ -406,11 +408,15 @@ class AdaptSettings(BaseModel):
     )
     forgetting_dataset: str | None = Field(
         default=None,
-        description="Labelled set spec of that check (esci:DIR, wands:DIR, qrels:DIR); unset: "
-        "a generated catalog with graded queries (services.synthetic).",
+        description="Labelled set spec of that check (esci:DIR, wands:DIR, qrels:DIR, pydocs); "
+        "unset: a sample of pydocs, Python's standard-library documentation with known-item "
+        "queries (services.datasets.pydocs), out of domain for any shop.",
     )
     forgetting_products: int = Field(
-        default=2000, ge=50, description="Size of the generated set when none is given."
+        default=2000,
+        ge=50,
+        description="Documents sampled from pydocs when no set is given (at most half as many "
+        "queries, and at most retrain.guard_queries).",
     )
 
 
@@ -564,6 +570,11 @@ class Settings(BaseSettings):
     def exports_dir(self) -> Path:
         """Parquet snapshots written by feedback_ingest, read by the retrainer."""
         return self.home / "exports"
+
+    @property
+    def archive_dir(self) -> Path:
+        """Raw events past the retention horizon, as Parquet by day (feedback_ingest writes)."""
+        return self.ingest.store.archive_root(self.exports_dir)
 
     @property
     def store_path(self) -> Path:

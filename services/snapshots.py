@@ -2,19 +2,23 @@
 view of the events, and the one place that knows how they are laid out and read.
 
 Layout: ``exports/snapshot-<UTC timestamp>/`` folders, each complete with ``manifest.json``, and
-an ``exports/latest`` file naming the newest one (replaced atomically by the writer). Each table
-of :data:`SNAPSHOT_TABLES` is one Parquet file named after it. Readers open a
-:class:`Snapshot` and query the tables by name (:meth:`Snapshot.fetch`) or through the typed
-helpers; nothing else builds a snapshot path.
+an ``exports/latest`` file naming the newest one (replaced atomically by the writer). A
+snapshot's manifest lists, per table of :data:`SNAPSHOT_TABLES`, the Parquet files whose union
+is the table (format 2): files under ``exports/parts/`` that snapshots share, split by the UTC
+day of ``ts`` for the tables in :data:`PARTITIONED` (hive-style ``day=YYYY-MM-DD`` folders) and
+named by their content, so a snapshot writes only the days that changed; and, for the raw
+events past the retention horizon, the archive's files. Format 1 snapshots (one file per table
+in the folder) are still read. Readers open a :class:`Snapshot` and query the tables by name
+(:meth:`Snapshot.fetch`) or through the typed helpers; nothing else builds a snapshot path.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -24,6 +28,8 @@ import duckdb
 LATEST = "latest"
 PREFIX = "snapshot-"
 MANIFEST = "manifest.json"
+PARTS = "parts"
+"""The folder of the exports holding the Parquet files snapshots share."""
 SNAPSHOT_REQUEST = ".snapshot-request"
 """A file in the exports folder by which any process asks the running ingest for a snapshot."""
 
@@ -44,6 +50,11 @@ class Table(StrEnum):
 
 SNAPSHOT_TABLES: tuple[Table, ...] = tuple(Table)
 """Every table, in export order."""
+
+PARTITIONED: frozenset[Table] = frozenset(
+    {Table.QUERIES, Table.INTERACTIONS, Table.JUDGMENTS, Table.ONLINE_METRICS}
+)
+"""Tables split into one file per UTC day of their ``ts`` column."""
 
 
 def snapshot_folders(exports_dir: Path) -> list[Path]:
@@ -93,9 +104,26 @@ def request_snapshot(exports_dir: Path, wait_s: float = 60) -> Path:
     return found
 
 
-def table_file(snapshot: Path, table: Table) -> Path:
-    """Where ``table`` lives in a snapshot folder (for the writer)."""
-    return snapshot / f"{table.value}.parquet"
+def part_path(exports_dir: Path, table: Table, day: date | None, digest: str) -> Path:
+    """Where the writer keeps a file of ``table`` (of one ``day`` when partitioned) whose
+    content ``digest`` names."""
+    folder = exports_dir / PARTS / table.value
+    if day is not None:
+        folder /= f"day={day.isoformat()}"
+    return folder / f"part-{digest}.parquet"
+
+
+def table_files(
+    snapshot: Path, table: Table, manifest: Mapping[str, Any] | None = None
+) -> list[Path]:
+    """The Parquet files whose union is ``table`` in a snapshot (empty: the table is absent)."""
+    found = manifest if manifest is not None else read_manifest(snapshot)
+    entry = found.get("tables", {}).get(table.value)
+    if entry is None:
+        return []
+    if "parts" in entry:  # format 2: paths relative to the exports folder, or absolute
+        return [snapshot.parent / str(part["path"]) for part in entry["parts"]]
+    return [snapshot / str(entry.get("file", f"{table.value}.parquet"))]
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,10 +191,14 @@ class Snapshot:
         con = duckdb.connect()
         try:
             con.execute("SET TimeZone = 'UTC'")
+            shared = self.manifest.get("format", 1) >= 2  # a missing part is an error there
             for table in SNAPSHOT_TABLES:
-                path = table_file(self.folder, table)
-                if path.is_file():
-                    con.read_parquet(str(path)).create_view(table.value)
+                files = [str(f) for f in table_files(self.folder, table, self.manifest)]
+                if files and (shared or Path(files[0]).is_file()):
+                    # The day is in the folder names only: it must not become a column.
+                    con.read_parquet(
+                        files, hive_partitioning=False, union_by_name=True
+                    ).create_view(table.value)
             yield con
         finally:
             con.close()

@@ -1,10 +1,25 @@
 """Derived tables: propensities, judgments, per-(query, product) stats, training pairs, online
-metrics and interleaving outcomes, rebuilt from the raw events in one transaction.
+metrics and interleaving outcomes, kept current incrementally in one transaction.
+
+Three stages, each reading only what it needs:
+
+- per list (:mod:`.lists`): the lists with events newer than the watermark are derived again
+  from their raw events; judgments and the additive counts per (query, product) and per
+  position are updated by difference. This is the only stage that reads raw events.
+- training (when any list changed since, or the settings did; skipped on ``training=False``,
+  as the ingest's frequent online refresh does, leaving it for the next snapshot): the click
+  model is fitted on the exposure counts, then IPS weights (from the judgments of grade >= 1
+  and their clients) and training pairs. This stage reads every judgment, so it runs only
+  when its result is read. Its inputs are kept across retention, so the training data covers
+  every list ever counted, not only those still hot.
+- online (every refresh, as ``now`` closes windows): online metrics per list, per arm, and
+  interleaving outcomes, from one compact row per hot list (``list_outcomes``), restricted to
+  lists served at or after the retention horizon.
 
 Materialised tables rather than views: the click model runs in numpy between SQL steps, the
-rebuild takes explicit parameters (``now``, clip, caps) instead of session state, and readers
+refresh takes explicit parameters (``now``, clip, caps) instead of session state, and readers
 (snapshots, Grafana through the snapshots) always see one consistent set. The SQL lives in
-``sql/derived/*.sql``; the helper view ``list_products`` is a migration (003).
+``sql/derived/*.sql``; the bookkeeping tables are migration 009's.
 """
 
 from __future__ import annotations
@@ -12,13 +27,14 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from importlib import resources
 
 import duckdb
 import numpy as np
 import pyarrow as pa
 
 from feedback_ingest.store.click_model import PropensityEstimate, estimate_propensities
+from feedback_ingest.store.lists import update_lists
+from feedback_ingest.store.state import count_rows, derived_sql, read_state
 from feedback_ingest.store.writer import EventStore
 from services.ingest_settings import DerivedSettings
 
@@ -34,7 +50,10 @@ DERIVED_TABLES = (
     "online_metrics_by_arm",
     "interleaving_wins",
 )
-"""Rebuilt by :func:`refresh_derived`, in dependency order."""
+"""The derived tables readers see, in dependency order."""
+
+_TRAINING = ("propensities", "query_product_stats", "training_pairs")
+_ONLINE = ("online_metrics", "online_metrics_by_arm", "interleaving_wins")
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,56 +64,109 @@ class DerivedReport:
     rows: dict[str, int]
     propensity_method: str
     """'em', 'fallback', or 'mixed' when some positions fell back."""
-
-
-def _sql(name: str) -> str:
-    return (resources.files("feedback_ingest.store") / "sql" / "derived" / f"{name}.sql").read_text(
-        encoding="utf-8"
-    )
+    lists_derived: int = 0
+    """Lists derived again from their raw events (all hot lists when ``full``)."""
+    full: bool = False
+    """Every hot list was derived again."""
 
 
 def refresh_derived(
-    store: EventStore, settings: DerivedSettings | None = None, *, now: datetime | None = None
+    store: EventStore,
+    settings: DerivedSettings | None = None,
+    *,
+    now: datetime | None = None,
+    full: bool = False,
+    training: bool = True,
+    online_since: datetime | None = None,
 ) -> DerivedReport:
-    """Rebuild every derived table from the events, atomically.
+    """Bring the derived tables up to date with the events, atomically.
 
     ``now`` decides which served lists' attribution windows have closed (pass it explicitly
-    in tests and replays); naive datetimes are taken as UTC.
+    in tests and replays); naive datetimes are taken as UTC. ``full`` derives every hot list
+    again instead of only those with new events (the result is the same). ``training=False``
+    leaves propensities, query-product stats and training pairs for a later refresh.
+    ``online_since`` overrides the retention horizon the online metrics start at.
     """
     cfg = settings or store.settings.derived
     with store.transaction() as con:
-        return rebuild_derived(con, cfg, now=now)
+        return rebuild_derived(
+            con, cfg, now=now, full=full, training=training, online_since=online_since
+        )
 
 
 def rebuild_derived(
-    con: duckdb.DuckDBPyConnection, cfg: DerivedSettings, *, now: datetime | None = None
+    con: duckdb.DuckDBPyConnection,
+    cfg: DerivedSettings,
+    *,
+    now: datetime | None = None,
+    full: bool = False,
+    training: bool = True,
+    online_since: datetime | None = None,
 ) -> DerivedReport:
     """:func:`refresh_derived` inside a transaction the caller holds (e.g. a snapshot's)."""
     at = _utc(now or datetime.now(UTC))
-    for table in DERIVED_TABLES:
+    lists = update_lists(con, cfg, full=full)
+    state = read_state(con)
+    derived_with = cfg.model_dump_json()
+    current = not lists.affected and state.training_settings == derived_with
+    if not current:
+        if training:
+            _derive_training(con, cfg, at)
+        stamp = derived_with if training else None  # NULL: the training tables are behind
+        con.execute("UPDATE derived_state SET training_settings = ? WHERE id = 1", [stamp])
+    since = _utc(online_since) if online_since else state.online_since
+    _derive_online(con, cfg, at, since)
+    rows = {t: count_rows(con, t) for t in DERIVED_TABLES}
+    method = _method(con)
+    logger.info(
+        "derived tables refreshed at %s: %d lists derived again%s; %s (propensities: %s)",
+        at,
+        lists.touched,
+        " (full)" if lists.full else "",
+        rows,
+        method,
+    )
+    return DerivedReport(at, rows, method, lists.touched, lists.full)
+
+
+def _derive_training(con: duckdb.DuckDBPyConnection, cfg: DerivedSettings, at: datetime) -> None:
+    for table in _TRAINING:
+        con.execute(f"DELETE FROM {table}")
+    _store_propensities(con, _fit_propensities(con, cfg), at)
+    caps = cfg.caps
+    share = {"max_client_share": caps.max_client_share, "min_client_lists": caps.min_client_lists}
+    con.execute(derived_sql("query_product_stats"), {"ips_max_weight": cfg.ips_max_weight, **share})
+    con.execute(derived_sql("training_pairs"), {"max_pairs": cfg.max_pairs_per_query})
+
+
+def _derive_online(
+    con: duckdb.DuckDBPyConnection, cfg: DerivedSettings, at: datetime, since: datetime | None
+) -> None:
+    for table in _ONLINE:
         con.execute(f"DELETE FROM {table}")
     caps = cfg.caps
-    con.execute(_sql("capped_lists"), {"max_lists_per_session": caps.max_lists_per_session})
-    share = {"max_client_share": caps.max_client_share, "min_client_lists": caps.min_client_lists}
-    estimate = _fit_propensities(con, cfg)
-    _store_propensities(con, estimate, at)
-    con.execute(_sql("judgments"))
-    con.execute(_sql("query_product_stats"), {"ips_max_weight": cfg.ips_max_weight, **share})
-    con.execute(_sql("training_pairs"), {"max_pairs": cfg.max_pairs_per_query})
-    window = {"now": at, "window_s": cfg.attribution_window_s, **share}
-    con.execute(_sql("online_metrics"), window)
-    con.execute(_sql("online_metrics_by_arm"))
-    con.execute(_sql("interleaving_wins"), window)
-    rows = {t: _count(con, t) for t in DERIVED_TABLES}
-    methods = set(estimate.methods)
-    method = methods.pop() if len(methods) == 1 else "mixed"
-    logger.info("derived tables rebuilt at %s: %s (propensities: %s)", at, rows, method)
-    return DerivedReport(now=at, rows=rows, propensity_method=method)
+    window = {
+        "now": at,
+        "since": since,
+        "window_s": cfg.attribution_window_s,
+        "max_client_share": caps.max_client_share,
+        "min_client_lists": caps.min_client_lists,
+    }
+    con.execute(derived_sql("online_metrics"), window)
+    con.execute(derived_sql("online_metrics_by_arm"))
+    con.execute(derived_sql("interleaving_wins"), window)
+
+
+def _method(con: duckdb.DuckDBPyConnection) -> str:
+    methods = {
+        str(r[0]) for r in con.execute("SELECT DISTINCT method FROM propensities").fetchall()
+    }
+    return methods.pop() if len(methods) == 1 else "mixed" if methods else "fallback"
 
 
 def _fit_propensities(con: duckdb.DuckDBPyConnection, cfg: DerivedSettings) -> PropensityEstimate:
     obs = con.execute(
-        _sql("click_observations"), {"max_position": cfg.click_model.max_position}
+        derived_sql("click_observations"), {"max_position": cfg.click_model.max_position}
     ).fetchnumpy()
     columns = {
         name: np.asarray(obs[name], dtype=np.int64)
@@ -127,11 +199,6 @@ def _store_propensities(
         con.execute("INSERT INTO propensities BY NAME SELECT * FROM fitted_propensities")
     finally:
         con.unregister("fitted_propensities")
-
-
-def _count(con: duckdb.DuckDBPyConnection, table: str) -> int:
-    row = con.execute(f"SELECT count(*) FROM {table}").fetchone()
-    return int(row[0]) if row else 0
 
 
 def _utc(moment: datetime) -> datetime:

@@ -10,12 +10,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from prometheus_client import REGISTRY
 
 from feedback_ingest.service import publish_online_metrics
 from feedback_ingest.store import DerivedSettings, EventStore, StoreSettings, refresh_derived
 from services.events import QueryEvent
 from services.ingest_settings import ClickModelSettings
+from services.metrics import registry_for
 from services.settings import Settings
 from tests.feedback_ingest.builders import act, at, open_store, query
 
@@ -122,7 +122,7 @@ def test_interleaved_lists_are_their_own_arm_in_the_online_metrics(logged: Event
 
 
 def _sample(name: str, **labels: str) -> float | None:
-    return REGISTRY.get_sample_value(name, labels)
+    return registry_for("ingest").get_sample_value(name, labels)
 
 
 def test_publish_exports_outcomes_and_intervals(tmp_path: Path) -> None:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
 import pytest
 
-from feedback_ingest.store import EventStore, StoreSchemaError
+from feedback_ingest.store import EventStore, StoreSchemaError, refresh_derived
 from feedback_ingest.store.migrations import Migration, load_migrations, migrate, schema_version
 
 
@@ -57,3 +58,32 @@ def test_failed_migration_rolls_back_and_keeps_the_version() -> None:
     tables = {r[0] for r in con.execute("SHOW TABLES").fetchall()}
     assert "a" in tables
     assert "b" not in tables  # the broken migration's first statement was rolled back
+
+
+def test_a_store_from_before_incremental_derivation_is_derived_again(tmp_path: Path) -> None:
+    path = tmp_path / "events.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute("SET TimeZone = 'UTC'")
+    migrate(con, load_migrations()[:8])  # the schema of the full-rebuild code
+    con.execute(
+        "INSERT INTO queries (query_id, ts, user_query, norm_query, model_version, arm, mode, "
+        "page, results) VALUES ('q1', TIMESTAMPTZ '2024-05-01 10:00:00+00', 'Drill', 'drill', "
+        "'v1', 'production', 'hybrid', 1, ['a', 'b'])"
+    )
+    con.execute(
+        "INSERT INTO interactions (event_id, query_id, action, product_id, position, ts) "
+        "VALUES ('e1', 'q1', 'click', 'b', 2, TIMESTAMPTZ '2024-05-01 10:01:00+00')"
+    )
+    con.execute("INSERT INTO judgments VALUES ('stale', 'x', 'y', 1, 1, 'v1', 'production', now())")
+    con.close()
+    with EventStore(path) as store:  # migrates to the newest version
+        seqs = store.con.execute(
+            "SELECT (SELECT min(seq) FROM queries), (SELECT min(seq) FROM interactions)"
+        ).fetchone()
+        assert seqs is not None and None not in seqs  # the old rows are numbered
+        report = refresh_derived(store, now=datetime(2024, 5, 2, tzinfo=UTC))
+        assert report.lists_derived == 1
+        judged = store.con.execute(
+            "SELECT query_id, product_id, grade FROM judgments ORDER BY ALL"
+        ).fetchall()
+        assert judged == [("q1", "a", 0), ("q1", "b", 1)]  # the old full rebuild's rows are gone

@@ -25,6 +25,7 @@ from kafka.structs import TopicPartition
 from feedback_ingest.store import latest_snapshot
 from services.kafka.broker import EmbeddedBroker, ensure_topics
 from services.net import free_port
+from services.snapshots import Snapshot
 from tests.integration.tcp_proxy import DroppingProxy
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -297,11 +298,7 @@ def test_running_ingest_snapshots_on_demand_and_exports_online_metrics(
         manifest = json.loads((folder / "manifest.json").read_text())
         assert manifest["tables"]["queries"]["rows"] == 2
         assert manifest["tables"]["interactions"]["rows"] == 4
-        judgments = (
-            duckdb.connect()
-            .execute(f"SELECT product_id, grade FROM '{folder}/judgments.parquet' ORDER BY 1")
-            .fetchall()
-        )
+        judgments = Snapshot(folder).fetch("SELECT product_id, grade FROM judgments ORDER BY 1")
         assert judgments == [("p1", 0), ("p2", 3), ("p7", 2)]
         assert proc.poll() is None  # the request was served by the running ingest
     finally:

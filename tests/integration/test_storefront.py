@@ -29,6 +29,7 @@ from services.kafka.broker import EmbeddedBroker, ensure_topics
 from services.kafka.config import KafkaSettings
 from services.net import free_port
 from services.settings import IngestSettings, Settings
+from services.snapshots import Snapshot
 from tests.conftest import IndexedHome
 from tests.integration.conftest import CHROMIUM, CHROMIUM_FLAGS, start_server, stop_server
 
@@ -233,14 +234,8 @@ def from_snapshot(settings: Settings, query_id: str) -> dict[str, Any]:
         assert time.monotonic() < deadline, "the ingest wrote no snapshot in 60 s"
         time.sleep(0.1)
     assert snapshot is not None
-    con = duckdb.connect()
-    try:
-        for table in ("queries", "interactions"):
-            path = str(snapshot / f"{table}.parquet").replace("'", "''")
-            con.execute(f"CREATE VIEW {table} AS SELECT * FROM read_parquet('{path}')")
+    with Snapshot(snapshot).connect() as con:
         return stored(con, query_id)
-    finally:
-        con.close()
 
 
 @pytest.mark.integration

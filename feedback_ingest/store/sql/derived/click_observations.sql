@@ -1,16 +1,9 @@
--- Exposure observations for the position-based click model, aggregated per
--- (norm_query, product, position): how often shown there and how often engaged.
--- First result pages only: on later pages position k was not the k-th thing the shopper saw.
+-- Exposure observations for the position-based click model from the maintained counts
+-- (click_counts.sql), per (norm_query, product, position) up to $max_position.
 SELECT dense_rank() OVER (ORDER BY norm_query, product_id) - 1 AS pair_id,
        position,
        shown,
        engaged
-FROM (
-    SELECT norm_query, product_id, position,
-           count(*) AS shown,
-           count(*) FILTER (WHERE grade >= 1) AS engaged
-    FROM list_products
-    WHERE page = 1 AND position <= $max_position
-    GROUP BY norm_query, product_id, position
-)
+FROM click_counts
+WHERE position <= $max_position AND shown > 0
 ORDER BY pair_id, position;

@@ -1,5 +1,6 @@
 -- Online metrics per (model_version, arm): the canary controller's and Grafana's view, with
--- 95% intervals (z = 1.959963984540054).
+-- 95% intervals (z = 1.959963984540054). Means run in a fixed order (by list), so the result
+-- does not depend on the order the rows were stored in.
 -- mean nDCG@10: mean +- z * stddev_samp / sqrt(lists) (normal approximation); NULL below two
 -- lists, where the spread is unknown.
 -- Rates (CTR@10, add-to-cart, purchase): the Wilson score interval (Wilson 1927), which stays
@@ -9,8 +10,9 @@ INSERT INTO online_metrics_by_arm BY NAME
 WITH per_arm AS (
     SELECT model_version, arm,
            count(*) AS n,
-           avg(ndcg_at_10) AS mean_ndcg,
-           CASE WHEN count(*) >= 2 THEN stddev_samp(ndcg_at_10) / sqrt(count(*)) END AS se,
+           avg(ndcg_at_10 ORDER BY query_id) AS mean_ndcg,
+           CASE WHEN count(*) >= 2
+                THEN stddev_samp(ndcg_at_10 ORDER BY query_id) / sqrt(count(*)) END AS se,
            avg(clicked::DOUBLE) AS ctr,
            avg(added_to_cart::DOUBLE) AS cart,
            avg(purchased::DOUBLE) AS buy,
