@@ -39,6 +39,7 @@ from services.metrics import (
     MODEL_LOADS,
     MODEL_RELEASES,
     MODEL_SWAPS,
+    set_build_info,
 )
 from services.registry import ModelRegistry
 from services.settings import Settings
@@ -180,8 +181,9 @@ class ModelHolder:
         """Swap to what the registry pointers name if that changed; True if it swapped.
 
         A failure keeps the old routing, counts ``flywheel_model_swaps_total{outcome="failed"}``
-        and sets :attr:`last_error` (shown by /readyz). Unchanged pointers are not retried
-        after a failure unless ``force`` is set (POST /admin/reload).
+        and sets :attr:`last_error` (shown on /status and /admin/models; /readyz gives only its
+        reason code). Unchanged pointers are not retried after a failure unless ``force`` is
+        set (POST /admin/reload).
         """
         try:
             return self._refresh(force=force)
@@ -259,6 +261,7 @@ class ModelHolder:
         MODEL_INFO.labels(model_version=routing.production.version, arm="production").set(1)
         if routing.canary:
             MODEL_INFO.labels(model_version=routing.canary.version, arm="canary").set(1)
+        set_build_info(model_version=routing.production.version)
         logger.info("now serving %s (was %s)", routing.key, old.key if old else "nothing")
         if old is None or old.production.version != routing.production.version:
             self._move_alias(routing.production)

@@ -94,7 +94,12 @@ class Ingestor:
 
     def start(self) -> None:
         """Connect, assign every partition and seek each to its stored offset."""
-        ensure_topics(self.bootstrap, self.kafka.topics(), self.kafka.replication_factor)
+        ensure_topics(
+            self.bootstrap,
+            self.kafka.topics(),
+            self.kafka.replication_factor,
+            security=self.kafka.security_config(),
+        )
         try:
             config = {
                 **self.kafka.consumer_config(self.bootstrap),

@@ -13,12 +13,11 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, TypeVar
 
-from prometheus_client import start_http_server
-
 from feedback_ingest.consumer import BatchStats, Ingestor
 from feedback_ingest.store import (
     EventStore,
     StoreError,
+    apply_retention,
     refresh_derived,
     write_snapshot,
 )
@@ -35,6 +34,8 @@ from services.metrics import (
     ONLINE_NDCG_INTERVAL,
     ONLINE_PURCHASE,
     ONLINE_PURCHASE_INTERVAL,
+    start_metrics_server,
+    stop_metrics_server,
 )
 from services.settings import Settings
 
@@ -61,10 +62,22 @@ def request_snapshot(settings: Settings, wait_s: float = 60) -> Path:
     return snapshots.request_snapshot(exports_dir(settings), wait_s)
 
 
-def publish_online_metrics(store: EventStore, settings: Settings) -> None:
-    """Recompute the derived tables and export the online metrics per model version and arm
-    (with their 95% intervals) and the interleaving outcomes per canary and control version."""
-    refresh_derived(store, settings.ingest.store.derived)
+def snapshot_store(store: EventStore, settings: Settings) -> Path:
+    """Archive the raw events past the retention horizon, then write a snapshot: the hot store
+    stays bounded, and the snapshot names the archive's files for the days archived."""
+    apply_retention(store, exports_dir(settings))
+    return write_snapshot(store, exports_dir(settings), keep=settings.ingest.store.keep_snapshots)
+
+
+def publish_online_metrics(
+    store: EventStore, settings: Settings, *, training: bool = False
+) -> None:
+    """Bring the derived tables up to date and export the online metrics per model version and
+    arm (with their 95% intervals) and the interleaving outcomes per canary and control version.
+
+    The training tables (propensities, IPS weights, pairs) are left to the next snapshot, their
+    reader, unless ``training``: they read every judgment, the online metrics only hot lists."""
+    refresh_derived(store, settings.ingest.store.derived, training=training)
     rows = store.con.execute(
         "SELECT model_version, arm, lists, mean_ndcg_at_10, ndcg_at_10_lower, ndcg_at_10_upper, "
         "ctr_at_10, ctr_at_10_lower, ctr_at_10_upper, "
@@ -174,8 +187,11 @@ def run_ingest(
     stop = stop or threading.Event()
     store = EventStore(store_path(settings), cfg.store)
     _stop_on_signals(stop)
-    if cfg.metrics_port:
-        start_http_server(cfg.metrics_port, addr=cfg.metrics_host)
+    metrics_server = (
+        start_metrics_server("ingest", cfg.metrics_port, addr=cfg.metrics_host)
+        if cfg.metrics_port
+        else None
+    )
     ingestor = Ingestor(settings.kafka, store, bootstrap, metadata_refresh_s=cfg.metadata_refresh_s)
     exports = exports_dir(settings)
     request = exports / SNAPSHOT_REQUEST
@@ -210,7 +226,7 @@ def run_ingest(
                 # Take the request first: one made while this snapshot is written asks for a
                 # newer one, and gets it on the next pass.
                 request.unlink(missing_ok=True)
-                folder = write_snapshot(store, exports, keep=cfg.store.keep_snapshots)
+                folder = snapshot_store(store, settings)
                 logger.info("snapshot %s", folder.name)
                 last_snapshot = last_metrics = now
             elif metrics_due:
@@ -219,8 +235,10 @@ def run_ingest(
                 changed = False
         # Leave derived tables (judgments, pairs, online metrics) current for readers.
         ingestor.flush()
-        publish_online_metrics(store, settings)
+        publish_online_metrics(store, settings, training=True)
     finally:
         ingestor.close()
         store.close()
+        if metrics_server is not None:
+            stop_metrics_server(metrics_server)
         logger.info("ingest stopped at %s", datetime.now(UTC).isoformat(timespec="seconds"))

@@ -28,7 +28,7 @@ def adapt(
     catalog: Annotated[
         Path | None,
         typer.Option(
-            help="Products file (CSV, JSONL, Parquet); on a new home it is indexed first. "
+            help="Products file (CSV, TSV, JSONL, Parquet); on a new home it is indexed first. "
             "Default: the home's saved catalog."
         ),
     ] = None,

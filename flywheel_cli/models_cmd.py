@@ -2,7 +2,7 @@
 edit its pointers directly and delete versions (and indexes) nothing needs.
 
 Running servers poll the registry every ``registry_poll_s`` and hot-swap on their own; every
-change is appended to ``registry/events.jsonl`` with the OS user as the actor.
+change is appended to ``registry/events.jsonl`` with ``cli:<OS user>`` as the actor.
 """
 
 from __future__ import annotations
@@ -209,20 +209,18 @@ def canary_watch(
     import threading
 
     from retrainer.watch import watch
+    from services.metrics import serving_metrics
 
     settings = Settings()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    if metrics_port:
-        from prometheus_client import start_http_server
-
-        start_http_server(metrics_port)
-    console.print(f"judging the canary every {every:g} s; metrics on :{metrics_port or '-'}")
-    try:
-        applied = watch(settings, every_s=every, stop=stop)
-    except KeyboardInterrupt:
-        stop.set()
-        raise
+    with serving_metrics("canary", metrics_port):
+        console.print(f"judging the canary every {every:g} s; metrics on :{metrics_port or '-'}")
+        try:
+            applied = watch(settings, every_s=every, stop=stop)
+        except KeyboardInterrupt:
+            stop.set()
+            raise
     console.print(f"stopped; {applied} decision(s) applied")
 
 

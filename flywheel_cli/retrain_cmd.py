@@ -117,6 +117,7 @@ def retrain(
 ) -> None:
     """Fine-tune on the latest feedback snapshot, gate it, and publish it as canary/production."""
     from retrainer.pipeline import run_retrain
+    from services.metrics import serving_metrics
 
     settings = Settings()
     try:
@@ -126,36 +127,39 @@ def retrain(
     stop = threading.Event()
     if interval is not None:
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
-        if metrics_port:
-            from prometheus_client import start_http_server
-
-            start_http_server(metrics_port)
     # The canary is judged by `flywheel canary watch`; retraining does not wait for it (a newer
-    # candidate that passes the gate supersedes a canary still undecided).
-    while True:
-        try:
-            outcome = run_retrain(settings, stage=lambda name: console.print(f"· {name}"))
-            colour = {"skipped": "yellow", "rejected": "red"}.get(outcome.status, "green")
-            console.print(f"[{colour}]{outcome.status}[/{colour}]: {outcome.message}")
-            if outcome.report:
-                console.print(f"report: {outcome.report}")
-        except FlywheelError as exc:
-            if interval is None:
-                raise fail(exc) from exc
-            logger.error("retrain failed: %s", exc)
-        _push_metrics(settings)
-        if interval is None or stop.wait(interval):
-            return
+    # candidate that passes the gate supersedes a canary still undecided). A single run is a
+    # batch job: it pushes its metrics rather than being scraped.
+    with serving_metrics("retrainer", metrics_port if interval is not None else None):
+        while True:
+            try:
+                outcome = run_retrain(settings, stage=lambda name: console.print(f"· {name}"))
+                colour = {"skipped": "yellow", "rejected": "red"}.get(outcome.status, "green")
+                console.print(f"[{colour}]{outcome.status}[/{colour}]: {outcome.message}")
+                if outcome.report:
+                    console.print(f"report: {outcome.report}")
+            except FlywheelError as exc:
+                if interval is None:
+                    raise fail(exc) from exc
+                logger.error("retrain failed: %s", exc)
+            finally:  # a failed run is what the staleness alert must see, so it pushes too
+                _push_metrics(settings)
+            if interval is None or stop.wait(interval):
+                return
 
 
 def _push_metrics(settings: Settings) -> None:
-    """Push this process's metrics to the configured Pushgateway (batch-job convention)."""
+    """Push the retrainer's registry to the configured Pushgateway (batch-job convention)."""
     url = settings.retrain.pushgateway_url
     if not url:
         return
-    from prometheus_client import REGISTRY, push_to_gateway
+    from prometheus_client import push_to_gateway
+
+    from services.metrics import registry_for
 
     try:
-        push_to_gateway(url, job="flywheel-retrainer", registry=REGISTRY, timeout=10)
+        push_to_gateway(
+            url, job="flywheel-retrainer", registry=registry_for("retrainer"), timeout=10
+        )
     except OSError as exc:
         logger.warning("could not push metrics to %s: %s", url, exc)

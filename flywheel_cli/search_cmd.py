@@ -22,7 +22,7 @@ def index(
     catalog: Annotated[
         Path | None,
         typer.Option(
-            help="Products file: CSV, JSONL or Parquet (default with --model VERSION: the "
+            help="Products file: CSV, TSV, JSONL or Parquet (default with --model VERSION: the "
             "home's saved catalog)."
         ),
     ] = None,
@@ -76,9 +76,9 @@ def serve(
     """Run the search service (encoder_server) under uvicorn; /metrics on its own port if
     server.metrics_port is set."""
     import uvicorn
-    from prometheus_client import start_http_server
 
     from encoder_server.app import create_app
+    from services.metrics import start_metrics_server, stop_metrics_server
 
     settings = Settings()
     bind = host or settings.server.host
@@ -88,7 +88,7 @@ def serve(
         # A port of its own, so the shoppers' port exposes no metrics (create_app leaves
         # /metrics out then); Prometheus scrapes this one.
         try:
-            server, _ = start_http_server(metrics, addr=bind)
+            server = start_metrics_server("search", metrics, addr=bind)
         except OSError as exc:
             raise ConfigError(
                 f"Cannot serve /metrics on {bind}:{metrics} ({exc}); pick a free port in "
@@ -105,5 +105,4 @@ def serve(
         )
     finally:
         if server is not None:
-            server.shutdown()
-            server.server_close()
+            stop_metrics_server(server)

@@ -8,6 +8,7 @@ dropped at once (``retrain.drop_rejected_index``, on by default).
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import shutil
@@ -49,7 +50,7 @@ from services.metrics import (
     RETRAIN_SECONDS,
 )
 from services.products import Product
-from services.registry import Expected, ModelRegistry, Pointers
+from services.registry import Expected, ModelRegistry, Pointers, atomic_write_text
 from services.settings import Settings
 from services.snapshots import Snapshot
 
@@ -109,10 +110,19 @@ def _examples(
     return examples
 
 
+LAST_SUCCESS_FILE = "retrain_last_success"
+"""In the registry: when a retraining run last ended without error (seconds since the epoch)."""
+
+
 def run_retrain(settings: Settings, *, stage: Stage | None = None) -> RetrainOutcome:
     """Retrain once; returns why it stopped, or the gate's decision and the rollout taken."""
     registry = ModelRegistry(settings.registry_dir)
     started = time.perf_counter()
+    last_success = registry.root / LAST_SUCCESS_FILE
+    with contextlib.suppress(OSError, ValueError):
+        # A one-shot run (a CronJob pushing its metrics) is a fresh process: without this its
+        # pushed last-success time would be 0, and failing runs would never look stale.
+        RETRAIN_LAST_SUCCESS.set(float(last_success.read_text(encoding="utf-8")))
     try:
         with exclusive_run(registry):
             outcome = _run(settings, registry, stage or (lambda _s: None))
@@ -129,7 +139,9 @@ def run_retrain(settings: Settings, *, stage: Stage | None = None) -> RetrainOut
         RETRAIN_RUNS.labels(outcome="failed").inc()
         raise
     RETRAIN_RUNS.labels(outcome=outcome.status).inc()
-    RETRAIN_LAST_SUCCESS.set_to_current_time()
+    now = time.time()
+    RETRAIN_LAST_SUCCESS.set(now)
+    atomic_write_text(last_success, f"{now:.3f}\n")
     RETRAIN_SECONDS.labels(stage="total").observe(time.perf_counter() - started)
     logger.info("retrain %s: %s", outcome.status, outcome.message)
     return outcome

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
+import time
 from typing import Any
 
 import anyio.to_thread
@@ -26,7 +27,7 @@ from services.events import (
     MalformedEventError,
     validate_event,
 )
-from services.metrics import EVENT_BACKLOG, EVENTS_RECEIVED, EVENTS_REFUSED
+from services.metrics import EVENT_BACKLOG, EVENTS_LATENCY, EVENTS_RECEIVED, EVENTS_REFUSED
 from services.settings import Settings
 
 router = APIRouter(tags=["events"])
@@ -99,6 +100,7 @@ async def post_events(
     request: Request, batch: EventBatch, sink: SinkDep, settings: SettingsDep
 ) -> EventsResponse | JSONResponse:
     """Record shopper interactions (impression, click, add_to_cart, purchase) for retraining."""
+    started = time.perf_counter()
     checked = [_validate(i, item) for i, item in enumerate(batch.events)]
     valid = [c for c in checked if isinstance(c, InteractionEvent)]
     rejected = [c for c in checked if isinstance(c, RejectedEvent)]
@@ -129,4 +131,5 @@ async def post_events(
     )
     if refused:
         return JSONResponse(body.model_dump(), status_code=503, headers={"Retry-After": "1"})
+    EVENTS_LATENCY.observe(time.perf_counter() - started)  # refusals count in availability
     return body

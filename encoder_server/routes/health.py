@@ -19,6 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from encoder_server.deps import HolderDep, SinkDep
 from encoder_server.holder import ModelHolder
 from encoder_server.schemas import HealthResponse, ModelStatus, ReadyResponse, ReasonCode
+from services.metrics import registry_for
 
 router = APIRouter(tags=["operations"])
 metrics_router = APIRouter(tags=["operations"])
@@ -87,5 +88,5 @@ async def readyz(holder: HolderDep, sink: SinkDep) -> ReadyResponse | JSONRespon
 
 @metrics_router.get("/metrics", include_in_schema=False)
 async def metrics() -> Response:
-    """Prometheus exposition of every flywheel_* metric."""
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    """Prometheus exposition of encoder_server's metrics (services.metrics, app "search")."""
+    return Response(generate_latest(registry_for("search")), media_type=CONTENT_TYPE_LATEST)

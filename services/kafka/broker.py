@@ -19,9 +19,10 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from types import FrameType, TracebackType
-from typing import IO, Self
+from typing import IO, Any, Self
 
 from kafka import KafkaAdminClient
 from kafka.errors import KafkaError, TopicAlreadyExistsError
@@ -237,7 +238,12 @@ class EmbeddedBroker:
 
 
 def ensure_topics(
-    bootstrap: str, topics: dict[str, int], replication: int = 1, *, timeout_s: float = 10.0
+    bootstrap: str,
+    topics: dict[str, int],
+    replication: int = 1,
+    *,
+    timeout_s: float = 10.0,
+    security: Mapping[str, Any] | None = None,
 ) -> list[str]:
     """Create the missing ``topics`` (name → partitions); return those created.
 
@@ -251,6 +257,7 @@ def ensure_topics(
             client_id="flywheel-admin",
             bootstrap_timeout_ms=timeout_ms,
             request_timeout_ms=timeout_ms,
+            **(security or {}),
         )
     except KafkaError as exc:
         raise EventBusError(f"Cannot reach Kafka at {bootstrap} ({exc}); {hint}.") from exc

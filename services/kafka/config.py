@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 
 from services.errors import ConfigError
 
@@ -161,9 +161,49 @@ class KafkaSettings(BaseModel):
     partitions: int = Field(default=3, ge=1)
     dlq_partitions: int = Field(default=1, ge=1)
     replication_factor: int = Field(default=1, ge=1)
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        default="PLAINTEXT",
+        description="SASL_SSL for a cluster with TLS and SCRAM users (the prod overlay).",
+    )
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: str | None = Field(
+        default=None, description="PEM file of the CA that signed the brokers' certificates."
+    )
     producer: ProducerSettings = Field(default_factory=ProducerSettings)
     spool: SpoolSettings = Field(default_factory=SpoolSettings)
     consumer: ConsumerSettings = Field(default_factory=ConsumerSettings)
+
+    @model_validator(mode="after")
+    def _check_security(self) -> KafkaSettings:
+        if self.security_protocol.startswith("SASL_") and not (
+            self.sasl_mechanism and self.sasl_username and self.sasl_password
+        ):
+            raise ValueError(
+                f"kafka.security_protocol {self.security_protocol} needs sasl_mechanism, "
+                "sasl_username and sasl_password: set FLYWHEEL_KAFKA__SASL_MECHANISM, "
+                "FLYWHEEL_KAFKA__SASL_USERNAME and FLYWHEEL_KAFKA__SASL_PASSWORD."
+            )
+        return self
+
+    def security_config(self) -> dict[str, Any]:
+        """kafka-python's TLS and SASL arguments (empty on a plaintext bus), for every producer,
+        consumer and admin client."""
+        if self.security_protocol == "PLAINTEXT":
+            return {}
+        config: dict[str, Any] = {"security_protocol": self.security_protocol}
+        if self.security_protocol.startswith("SASL_"):
+            assert self.sasl_password is not None  # _check_security
+            config |= {
+                "sasl_mechanism": self.sasl_mechanism,
+                # kafka-python takes the SCRAM credentials under the PLAIN names too
+                "sasl_plain_username": self.sasl_username,
+                "sasl_plain_password": self.sasl_password.get_secret_value(),
+            }
+        if self.ssl_cafile and self.security_protocol.endswith("SSL"):
+            config["ssl_cafile"] = self.ssl_cafile
+        return config
 
     def bootstrap(self) -> str:
         """The bootstrap list clients use: the configured cluster or the embedded broker."""
@@ -195,4 +235,5 @@ class KafkaSettings(BaseModel):
         return {
             "bootstrap_servers": [s.strip() for s in servers.split(",") if s.strip()],
             "client_id": f"{self.client_id}-{role}",
+            **self.security_config(),
         }

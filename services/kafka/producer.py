@@ -218,6 +218,7 @@ class KafkaEventSink:
                 self.settings.topics(),
                 self.settings.replication_factor,
                 timeout_s=self.settings.producer.bootstrap_timeout_ms / 1000,
+                security=self.settings.security_config(),
             )
             return KafkaProducer(**self.settings.producer_config(self.bootstrap))
         except Exception as exc:  # any failure to reach Kafka: retry later, keep serving

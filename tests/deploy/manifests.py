@@ -213,6 +213,17 @@ def pod_spec(obj: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
+def pod_labels(obj: dict[str, Any]) -> dict[str, str]:
+    """The labels of a workload's pods (its pod template's)."""
+    template = (
+        obj["spec"]["jobTemplate"]["spec"]["template"]
+        if obj["kind"] == "CronJob"
+        else obj["spec"]["template"]
+    )
+    labels: dict[str, str] = template["metadata"]["labels"]
+    return labels
+
+
 def containers(spec: dict[str, Any]) -> list[dict[str, Any]]:
     return [*spec.get("initContainers", []), *spec.get("containers", [])]
 

@@ -11,6 +11,7 @@ import importlib
 import json
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -152,23 +153,65 @@ def test_mounted_folders_exist() -> None:
                 assert (COMPOSE.parent / source).is_dir(), f"{name}: {source} is missing"
 
 
+def prometheus_config() -> dict[str, Any]:
+    config: dict[str, Any] = yaml.safe_load(
+        (COMPOSE.parent / "prometheus" / "prometheus.yml").read_text()
+    )
+    return config
+
+
 def test_prometheus_scrapes_the_compose_services() -> None:
     """Every static target of deploy/prometheus/prometheus.yml is a compose service and port."""
-    config = yaml.safe_load((COMPOSE.parent / "prometheus" / "prometheus.yml").read_text())
+    found = services()
     ports = {
-        "encoder-server": "8000",
-        "feedback-ingest": services()["feedback-ingest"]["environment"][
-            "FLYWHEEL_INGEST__METRICS_PORT"
-        ],
-        "retrainer": command("retrainer")[-1],
+        "encoder-server": found["encoder-server"]["environment"]["FLYWHEEL_SERVER__METRICS_PORT"],
+        "feedback-ingest": found["feedback-ingest"]["environment"]["FLYWHEEL_INGEST__METRICS_PORT"],
         "canary-controller": command("canary-controller")[-1],
+        "pushgateway": "9091",
     }
     targets = {
         target
-        for job in config["scrape_configs"]
+        for job in prometheus_config()["scrape_configs"]
         for static in job.get("static_configs", [])
         for target in static["targets"]
     }
-    assert {f"{host}:{port}" for host, port in ports.items()} <= targets
+    assert targets == {f"{host}:{port}" for host, port in ports.items()}
     for target in targets:
-        assert target.split(":")[0] in services(), f"{target}: no such compose service"
+        assert target.split(":")[0] in found, f"{target}: no such compose service"
+
+
+def test_search_metrics_are_not_on_the_published_port() -> None:
+    """The API port is published to the host; /metrics is on a port of its own."""
+    server = services()["encoder-server"]
+    metrics = server["environment"]["FLYWHEEL_SERVER__METRICS_PORT"]
+    assert all(not p.endswith(f":{metrics}") for p in server["ports"])
+    assert command("encoder-server")[command("encoder-server").index("--port") + 1] != metrics
+
+
+def test_retrainer_metrics_go_through_the_pushgateway() -> None:
+    """The retrainer pushes after every run; Prometheus scrapes the Pushgateway with
+    honor_labels (the pushed job label survives) and not the retrainer itself, whose series
+    would otherwise be counted twice."""
+    found = services()
+    url = urlsplit(found["retrainer"]["environment"]["FLYWHEEL_RETRAIN__PUSHGATEWAY_URL"])
+    pushgateway = found[str(url.hostname)]
+    assert pushgateway["image"].startswith("prom/pushgateway:v")
+    assert url.port == 9091
+    assert found["retrainer"]["depends_on"][str(url.hostname)]["condition"] == "service_healthy"
+    flags = dict(a.split("=", 1) for a in pushgateway["command"])
+    volume = next(v for v in pushgateway["volumes"] if v.split(":")[1] == "/pushgateway")
+    assert flags["--persistence.file"].startswith("/pushgateway/")
+    assert volume.split(":")[0] in compose()["volumes"]
+    (job,) = [
+        j
+        for j in prometheus_config()["scrape_configs"]
+        if f"{url.hostname}:{url.port}" in j["static_configs"][0]["targets"]
+    ]
+    assert job["honor_labels"] is True
+    assert job["job_name"] != "flywheel-retrainer", "that name belongs to the pushed series"
+    retrainer_port = command("retrainer")[-1]
+    assert all(
+        not t.startswith("retrainer:")
+        for j in prometheus_config()["scrape_configs"]
+        for t in j["static_configs"][0]["targets"]
+    ), f"retrainer:{retrainer_port} serves the healthcheck only"

@@ -32,6 +32,7 @@ from tests.deploy.manifests import (
     find,
     kubectl_version,
     named,
+    pod_labels,
     pod_spec,
     readme_commands,
     render,
@@ -58,6 +59,16 @@ CUSTOM_GROUPS = {
     ),
 }
 FLYWHEEL_IMAGE = "registry.example.com/flywheel"
+# The Kafka TLS/SCRAM settings every Kafka client of the prod overlay gets.
+KAFKA_SECURITY_SETTINGS = frozenset(
+    {
+        "FLYWHEEL_KAFKA__SECURITY_PROTOCOL",
+        "FLYWHEEL_KAFKA__SASL_MECHANISM",
+        "FLYWHEEL_KAFKA__SASL_USERNAME",
+        "FLYWHEEL_KAFKA__SASL_PASSWORD",
+        "FLYWHEEL_KAFKA__SSL_CAFILE",
+    }
+)
 
 
 def group_of(obj: dict[str, Any]) -> str:
@@ -205,7 +216,7 @@ def test_selectors_find_their_pods(kustomization: str) -> None:
         if kind in {"Deployment", "StatefulSet"}:
             labels = obj["spec"]["template"]["metadata"]["labels"]
             assert obj["spec"]["selector"]["matchLabels"].items() <= labels.items(), name
-        if kind == "Service" and name != "retrainer":
+        if kind == "Service":
             selector = obj["spec"]["selector"].items()
             assert any(selector <= t.items() for t in templates), f"Service/{name} selects nothing"
         if kind == "PodDisruptionBudget":
@@ -214,10 +225,6 @@ def test_selectors_find_their_pods(kustomization: str) -> None:
         if kind == "HorizontalPodAutoscaler":
             target = obj["spec"]["scaleTargetRef"]
             find(objects, target["kind"], target["name"])
-    cronjob = find(objects, "CronJob", "retrainer")
-    pod_labels = cronjob["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["labels"]
-    selector = find(objects, "Service", "retrainer")["spec"]["selector"]
-    assert selector.items() <= pod_labels.items()
 
 
 @pytest.mark.parametrize("kustomization", KUSTOMIZATIONS)
@@ -225,11 +232,12 @@ def test_service_monitors_find_a_port(kustomization: str) -> None:
     objects = render(kustomization)
     services = [o for o in objects if o["kind"] == "Service"]
     monitors = [o for o in objects if o["kind"] == "ServiceMonitor"]
-    assert {m["metadata"]["name"] for m in monitors} >= {
+    assert {m["metadata"]["name"] for m in monitors} == {
         "encoder-server",
         "feedback-ingest",
-        "retrainer",
         "canary-controller",
+        "pushgateway",
+        "qdrant",
     }
     jobs = set()
     for monitor in monitors:
@@ -365,11 +373,9 @@ def test_kafka_strimzi_kraft(kustomization: str) -> None:
     brokers = sum(p["spec"]["replicas"] for p in pools if "broker" in p["spec"]["roles"])
 
     settings = config(objects)
-    plain = next(
-        listener for listener in kafka["spec"]["kafka"]["listeners"] if not listener["tls"]
-    )
+    (listener,) = kafka["spec"]["kafka"]["listeners"]
     assert settings["FLYWHEEL_KAFKA__BOOTSTRAP_SERVERS"] == (
-        f"{name}-kafka-bootstrap:{plain['port']}"
+        f"{name}-kafka-bootstrap:{listener['port']}"
     )
     topics = {t["spec"]["topicName"]: t for t in objects if t["kind"] == "KafkaTopic"}
     defaults = Settings().kafka
@@ -390,10 +396,13 @@ def test_flywheel_config_is_valid_settings(
     kustomization: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     values = config(render(kustomization))
-    problems = [p for p in map(unknown_setting, values) if p]
+    problems = [p for p in map(unknown_setting, set(values)) if p]
     assert not problems, problems
     for key, value in values.items():
         monkeypatch.setenv(key, value)
+    for container in flywheel_containers(render(kustomization)):
+        for env in container.get("env", []):  # a pod's own values, e.g. Kafka credentials
+            monkeypatch.setenv(env["name"], env.get("value", "from-a-secret"))
     settings = Settings()
     expected = {"base": (3, 2), "overlays/dev": (1, 1), "overlays/prod": (6, 2)}[kustomization]
     assert (settings.qdrant.shard_number, settings.qdrant.replication_factor) == expected
@@ -410,6 +419,25 @@ def test_container_env_names_are_settings(kustomization: str) -> None:
     assert not problems, problems
 
 
+def test_prod_kafka_clients_use_tls_and_scram() -> None:
+    """The prod overlay's Kafka clients set the TLS and SCRAM settings (real settings:
+    test_container_env_names_are_settings), and the settings accept them."""
+    from services.kafka.config import KafkaSettings
+
+    used = set(config(render("overlays/prod"))) | {
+        e["name"] for c in flywheel_containers(render("overlays/prod")) for e in c.get("env", [])
+    }
+    assert used >= KAFKA_SECURITY_SETTINGS
+    kafka = KafkaSettings(
+        security_protocol="SASL_SSL",
+        sasl_mechanism="SCRAM-SHA-512",
+        sasl_username="encoder-server",
+        sasl_password="secret",
+        ssl_cafile="/etc/kafka-ca/ca.crt",
+    )
+    assert kafka.producer_config("kafka:9093")["sasl_plain_password"] == "secret"
+
+
 @pytest.mark.parametrize("kustomization", KUSTOMIZATIONS)
 def test_network_policies(kustomization: str) -> None:
     objects = render(kustomization)
@@ -418,12 +446,11 @@ def test_network_policies(kustomization: str) -> None:
     assert deny["podSelector"] == {} and deny["policyTypes"] == ["Ingress"]
     assert "ingress" not in deny
     egress = policies["default-deny-egress"]["spec"]["podSelector"]["matchExpressions"][0]
-    apps = {
-        *("encoder-server", "feedback-ingest", "retrainer", "canary-controller"),
-        *("flywheel-index", "qdrant"),
-    }
+    # Every workload's pods are held by default-deny-egress (Strimzi's keep their egress).
+    apps = {pod_labels(o)["app.kubernetes.io/name"] for o in workloads(objects)}
+    assert apps >= {"encoder-server", "retrainer", "qdrant", "qdrant-snapshot", "pushgateway"}
     assert set(egress["values"]) == apps
-    for app in apps - {"flywheel-index"}:
+    for app in apps:
         assert any(app in json.dumps(p["spec"]["podSelector"]) for p in policies.values())
 
 

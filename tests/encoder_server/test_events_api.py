@@ -103,3 +103,28 @@ def test_events_waiting_for_the_bus_never_starve_health_probes(tmp_path: Path) -
         finally:
             bus.release.set()
         assert [p.result(timeout=30).status_code for p in pending] == [200] * posts
+
+
+def test_taken_requests_are_timed_for_the_latency_slo(tmp_path: Path) -> None:
+    """flywheel_events_request_seconds times every request answered 2xx (the events-latency
+    SLO); one the spool refused counts against availability instead, not here."""
+    from services.metrics import registry_for
+
+    registry = registry_for("search")
+
+    def timed() -> float:
+        return registry.get_sample_value("flywheel_events_request_seconds_count") or 0.0
+
+    class Full(MemorySink):
+        def publish(self, events: Sequence[AnyEvent], timeout_s: float = 5.0) -> PublishOutcome:
+            return PublishOutcome(refused=[e.event_id for e in events if hasattr(e, "event_id")])
+
+    before = timed()
+    with TestClient(create_app(Settings(home=tmp_path), sink=MemorySink())) as client:
+        assert client.post("/events", json={"events": [click(1), click(2)]}).status_code == 200
+    assert timed() == before + 1
+    with TestClient(create_app(Settings(home=tmp_path), sink=Full())) as client:
+        assert client.post("/events", json={"events": [click(3)]}).status_code == 503
+    assert timed() == before + 1
+    refused = registry.get_sample_value("flywheel_events_refused_total", {"reason": "backlog_full"})
+    assert refused is not None and refused >= 1

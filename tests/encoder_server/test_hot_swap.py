@@ -17,7 +17,6 @@ from typing import Any, Literal
 
 import pytest
 from fastapi.testclient import TestClient
-from prometheus_client import REGISTRY
 from pydantic import SecretStr
 from qdrant_client import QdrantClient
 
@@ -27,6 +26,7 @@ from services.decisions import GateDecision
 from services.events import MemorySink
 from services.index.server import QdrantServerIndex
 from services.indexing import index_products
+from services.metrics import registry_for
 from services.registry import CARD, ONNX_FILE, ModelCard, ModelRegistry, Pointers
 from services.settings import GatePolicy, Settings
 from services.synthetic import generate_catalog
@@ -141,6 +141,13 @@ def served_ids(model: LoadedModel) -> set[str]:
     return found
 
 
+def serving_in_build_info() -> str:
+    """The model_version label of flywheel_build_info on encoder_server's /metrics."""
+    (family,) = (f for f in registry_for("search").collect() if f.name == "flywheel_build")
+    (sample,) = family.samples
+    return sample.labels["model_version"]
+
+
 def test_refresh_switches_production_and_back(holder: ModelHolder, home: TwoVersions) -> None:
     assert holder.routing is not None and holder.routing.production.version == "v1"
     assert served_ids(holder.routing.production) <= home.ids["v1"]
@@ -150,9 +157,11 @@ def test_refresh_switches_production_and_back(holder: ModelHolder, home: TwoVers
     assert holder.routing.production.version == "v2"
     assert served_ids(holder.routing.production) <= home.ids["v2"]
     assert holder.open_versions() == ["v2"]  # no request held v1: released at once
+    assert serving_in_build_info() == "v2"
     holder.registry.rollback()
     assert holder.refresh() is True  # v1's Edge shard was really closed: it opens again
     assert holder.routing.production.version == "v1"
+    assert serving_in_build_info() == "v1"
     assert holder.last_error is None
 
 
@@ -195,7 +204,9 @@ def test_canary_routing_by_session_hash(holder: ModelHolder, home: TwoVersions) 
 
 
 def swaps(outcome: str) -> float:
-    value = REGISTRY.get_sample_value("flywheel_model_swaps_total", {"outcome": outcome})
+    value = registry_for("search").get_sample_value(
+        "flywheel_model_swaps_total", {"outcome": outcome}
+    )
     return value or 0.0
 
 

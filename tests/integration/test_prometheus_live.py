@@ -6,12 +6,17 @@ sessions) and ``flywheel ingest`` on one home and a private topic of the session
 shoppers searching and clicking, the canary controller inside ``flywheel retrain --every``
 promoting v2, the retrainer then ending a run as skipped, a second retrainer failing on an
 empty home, and one small exporter for what a 20-second run cannot produce on its own: a
-real offline evaluation (flywheel_offline_ndcg_at_10) and the closed label sets of gate and
-canary decisions exported at 0 (no gate ran, no rollback happened).
+real offline evaluation (flywheel_offline_ndcg_at_10), exported with the retrainer's registry.
+The closed label sets of gate and canary decisions are exported at 0 (no gate ran, no rollback
+happened) by the retrainers and the controller themselves.
 
 Prometheus (the binary on PATH, as `make system-deps` installs it) scrapes every second with
-deploy/prometheus/prometheus.yml's jobs and rule files; the test then evaluates every
-expression over the run with /api/v1/query_range, as Grafana would.
+deploy/prometheus/prometheus.yml's jobs and rule files, every target labelled with one
+namespace as a Kubernetes ServiceMonitor would (and no cluster, as in a single cluster); the
+test then evaluates every expression over the run with /api/v1/query_range, as Grafana
+would: each dashboard query twice, with the dashboard's variables set to All and with the
+namespace picked, and each recording rule both as its expression and as the series it
+recorded for that namespace.
 """
 
 from __future__ import annotations
@@ -50,31 +55,45 @@ from tests.observability.promql import (
     STANDARD_SERIES,
     Expr,
     all_expressions,
+    all_values,
+    dashboards,
     metric_selectors,
     signals,
     with_grafana_macros,
+    with_variables,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 PROMETHEUS = shutil.which("prometheus")
 
+# The namespace every scrape target is labelled with (see the module docstring).
+NAMESPACE = "flywheel-it"
+
+# Jobs of prometheus.yml this test runs no target for → the job it scrapes instead. Retrainer
+# runs push to a Pushgateway there; here the long-lived `flywheel retrain --every` processes
+# serve their metrics and are scraped directly under the job their pushes carry (as
+# k8s/base/monitoring.yaml's retrainer ServiceMonitor does).
+SCRAPED_INSTEAD = {"flywheel-pushgateway": "flywheel-retrainer"}
+
+# Panels whose data this run does not produce, and why: their queries must still run.
+NOT_PRODUCED = {
+    "Interleaved lists by outcome for the canary": "canary sessions see the canary's own "
+    "lists here (FLYWHEEL_SEARCH__INTERLEAVING=false), so nothing is interleaved",
+    "Interleaving win share of the canary": "as above",
+}
+
 # Stands in for the evaluation and gate half of the retrainer (see the module docstring).
 EXPORTER = """
 import sys, time
-from prometheus_client import start_http_server
 from services import metrics
 from services.evaluation.protocol import evaluate_dataset
 from services.settings import Settings
 from services.synthetic import generate_catalog, generate_labelled_set
 
-for outcome in ("passed", "rejected"):
-    metrics.GATE_DECISIONS.labels(outcome=outcome)
-for decision in ("promote", "rollback", "wait"):
-    metrics.CANARY_DECISIONS.labels(decision=decision)
 labelled = generate_labelled_set(generate_catalog(120, seed=5))
 evaluate_dataset(Settings(), labelled, ["splade"], model=sys.argv[2], queries=40)
-start_http_server(int(sys.argv[1]), addr="127.0.0.1")
+metrics.start_metrics_server("retrainer", int(sys.argv[1]), addr="127.0.0.1")
 while True:
     time.sleep(3600)
 """
@@ -185,16 +204,23 @@ class Prometheus:
 
 
 def prometheus_config(targets: dict[str, list[str]]) -> dict[str, Any]:
-    """deploy/prometheus/prometheus.yml with local targets, a 1 s scrape and evaluation
-    interval and absolute rule file paths."""
+    """deploy/prometheus/prometheus.yml with local targets in namespace ``NAMESPACE``, a 1 s
+    scrape and evaluation interval and absolute rule file paths."""
     config: dict[str, Any] = yaml.safe_load(PROMETHEUS_CONFIG.read_text())
     config["global"].update(scrape_interval="1s", scrape_timeout="1s", evaluation_interval="1s")
     config["rule_files"] = [str(path) for path in RULE_FILES]
-    for job in config["scrape_configs"]:
+    jobs = []
+    for configured in config["scrape_configs"]:
+        job = dict(configured)
+        if job["job_name"] in SCRAPED_INSTEAD and job["job_name"] not in targets:
+            job = {"job_name": SCRAPED_INSTEAD[job["job_name"]]}
         job.pop("scrape_interval", None)
         job.pop("scrape_timeout", None)
-        job["static_configs"] = [{"targets": targets.pop(job["job_name"])}]
+        addresses = targets.pop(job["job_name"])
+        job["static_configs"] = [{"targets": addresses, "labels": {"namespace": NAMESPACE}}]
+        jobs.append(job)
     assert not targets, f"no such jobs in prometheus.yml: {sorted(targets)}"
+    config["scrape_configs"] = jobs
     return config
 
 
@@ -476,6 +502,10 @@ def evaluate(prom: Prometheus, start: float, end: float) -> tuple[str, list[str]
     window = f"{max(2, round(end - start))}s"
     names = set(prom.client.get("/api/v1/label/__name__/values").json()["data"])
     lines, missing = [], []
+    # What Grafana sends: every variable at All, then the run's namespace picked.
+    everything = {k: v for d in dashboards().values() for k, v in all_values(d).items()}
+    assert {"cluster", "namespace"} <= set(everything), everything
+    picked = {"All": everything, NAMESPACE: everything | {"namespace": NAMESPACE}}
 
     def check(kind: str, name: str, expr: str, needs_data: bool) -> None:
         error, series = prom.query_range(expr, start, end)
@@ -485,15 +515,27 @@ def evaluate(prom: Prometheus, start: float, end: float) -> tuple[str, list[str]
             missing.append(f"{kind} {name}: {error or 'no data'}: {' '.join(expr.split())}")
 
     expressions: list[Expr] = all_expressions()
+    titles = {e.panel for e in expressions if e.kind == "panel"}
+    assert set(NOT_PRODUCED) <= titles, f"no such panels: {set(NOT_PRODUCED) - titles}"
     for e in expressions:
         expr = with_grafana_macros(e.expr, rate_interval="5s", range_=window, interval="5s")
+        produced = e.panel not in NOT_PRODUCED
         for metric, _ in metric_selectors(expr):
-            if ":" not in metric and metric not in STANDARD_SERIES and metric not in names:
+            unseen = ":" not in metric and metric not in STANDARD_SERIES and metric not in names
+            if unseen and produced:
                 missing.append(f"{e.kind} {e.name}: {metric} was never scraped")
         if e.kind == "alert":
             check("alert", e.name, expr, needs_data=False)  # fires or not: no error
             for operand, needs_data in signals(expr):
                 check("signal", e.name, operand, needs_data)
+        elif e.kind == "panel":
+            for label, values in picked.items():
+                resolved = with_variables(expr, values)
+                assert "$" not in resolved, f"{e.name}: unresolved variable in {resolved}"
+                check("panel", f"{e.name} [{label}]", resolved, needs_data=produced)
         else:
-            check(e.kind, e.name, expr, needs_data=True)
+            check("record", e.name, expr, needs_data=True)
+            # The recorded series keeps the deployment's namespace (recording.yml).
+            recorded = f'{{__name__="{e.name}", namespace="{NAMESPACE}"}}'
+            check("record", f"{e.name} [{NAMESPACE}]", recorded, needs_data=True)
     return "\n".join(lines), missing

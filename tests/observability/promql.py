@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,21 +20,39 @@ from deploy.grafana.dashboards_src import DASHBOARDS_DIR, panel_queries
 ROOT = Path(__file__).resolve().parents[2]
 PROMETHEUS_DIR = ROOT / "deploy" / "prometheus"
 PROMETHEUS_CONFIG = PROMETHEUS_DIR / "prometheus.yml"
-RULE_FILES = (PROMETHEUS_DIR / "rules" / "recording.yml", PROMETHEUS_DIR / "rules" / "alerts.yml")
-RULE_TESTS = PROMETHEUS_DIR / "rules" / "tests.yml"
+RULES_DIR = PROMETHEUS_DIR / "rules"
+# The rule files prometheus.yml loads, and the promtool unit tests of them.
+RULE_FILES = (RULES_DIR / "recording.yml", RULES_DIR / "alerts.yml", RULES_DIR / "slo.yml")
+RULE_TESTS = (RULES_DIR / "tests.yml", RULES_DIR / "slo_tests.yml")
+# The Kubernetes-only alerts, a PrometheusRule, and their promtool unit tests, which name
+# its groups as a plain rule file (written by stage_kubernetes_rule_tests).
+KUBERNETES_RULES = ROOT / "k8s" / "base" / "prometheus-rules-kubernetes.yaml"
+KUBERNETES_RULE_TESTS = RULES_DIR / "kubernetes_tests.yml"
+KUBERNETES_RULE_FILE = "prometheus-rules-kubernetes.yml"
+# Every alert's runbook_url is this page plus "#" and the alert's section.
+RUNBOOKS = ROOT / "docs" / "runbooks.md"
+RUNBOOK_BASE = "https://github.com/flywheel-search/flywheel/blob/main/docs/runbooks.md"
 
 REQUIRED_ALERTS = {
+    "FlywheelSearchAvailabilityBurnRate",
+    "FlywheelSearchLatencyBurnRate",
+    "FlywheelEventsAvailabilityBurnRate",
     "FlywheelSearchLatencyHigh",
-    "FlywheelSearchErrors",
     "FlywheelConsumerLag",
     "FlywheelOnlineNdcgDrop",
     "FlywheelCanaryRolledBack",
     "FlywheelRetrainFailing",
     "FlywheelRetrainStale",
+    "FlywheelEventsDropped",
+    "FlywheelModelSwapFailed",
+    "FlywheelDeadLettersHigh",
 }
 
 # Series Prometheus or the client library add to every target (not declared by Flywheel).
 STANDARD_SERIES = {"up", "process_start_time_seconds"}
+# Labels the scrape adds to every series: job and instance, and where several deployments
+# share a Prometheus, the deployment's namespace (Kubernetes) and cluster.
+TARGET_LABELS = {"job", "instance", "cluster", "namespace"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +62,7 @@ class Expr:
     kind: str  # "panel", "record" or "alert"
     name: str
     expr: str
+    panel: str = ""  # the panel's title, for kind "panel"
 
 
 def load_rules() -> list[dict[str, Any]]:
@@ -53,6 +73,32 @@ def load_rules() -> list[dict[str, Any]]:
         for group in document["groups"]:
             rules.extend(group["rules"])
     return rules
+
+
+def kubernetes_rule_groups() -> list[dict[str, Any]]:
+    """The rule groups of the Kubernetes-only PrometheusRule."""
+    document = yaml.safe_load(KUBERNETES_RULES.read_text(encoding="utf-8"))
+    groups: list[dict[str, Any]] = document["spec"]["groups"]
+    return groups
+
+
+def stage_kubernetes_rule_tests(folder: Path) -> Path:
+    """Write the Kubernetes-only rules as a plain rule file into ``folder``, beside a copy of
+    their unit tests, and return the copy's path (for ``promtool test rules``)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rules = folder / KUBERNETES_RULE_FILE
+    rules.write_text(yaml.safe_dump({"groups": kubernetes_rule_groups()}), encoding="utf-8")
+    tests = folder / KUBERNETES_RULE_TESTS.name
+    tests.write_text(KUBERNETES_RULE_TESTS.read_text(encoding="utf-8"), encoding="utf-8")
+    return tests
+
+
+def runbook_anchors() -> set[str]:
+    """The anchors GitHub gives the headings of docs/runbooks.md (lower case, punctuation
+    other than - and _ dropped, spaces as -)."""
+    text = re.sub(r"^```.*?^```", "", RUNBOOKS.read_text(encoding="utf-8"), flags=re.M | re.S)
+    headings = re.findall(r"^#{1,6}\s+(.+?)\s*$", text, re.M)
+    return {re.sub(r"[^\w\- ]", "", h.lower()).replace(" ", "-") for h in headings}
 
 
 def dashboards() -> dict[str, dict[str, Any]]:
@@ -66,7 +112,12 @@ def dashboards() -> dict[str, dict[str, Any]]:
 def all_expressions() -> list[Expr]:
     """Dashboard queries (Grafana macros left in), then recording rules, then alerts."""
     found = [
-        Expr("panel", f"{q.dashboard} / {q.panel}" + (f" / {q.ref_id}" if q.ref_id else ""), q.expr)
+        Expr(
+            "panel",
+            f"{q.dashboard} / {q.panel}" + (f" / {q.ref_id}" if q.ref_id else ""),
+            q.expr,
+            q.panel,
+        )
         for document in dashboards().values()
         for q in panel_queries(document)
     ]
@@ -87,6 +138,24 @@ def with_grafana_macros(
         .replace("$__range", range_)
         .replace("$__interval", interval)
     )
+
+
+def all_values(document: Mapping[str, Any]) -> dict[str, str]:
+    """Name → what "All" sends, for each query variable of a rendered dashboard."""
+    return {
+        variable["name"]: variable.get("allValue") or ""
+        for variable in document.get("templating", {}).get("list", [])
+        if variable.get("type") == "query"
+    }
+
+
+def with_variables(expr: str, values: Mapping[str, str]) -> str:
+    """Replace the dashboard variables ``$name`` and ``${name}`` with ``values``, as Grafana
+    interpolates them (Grafana's own ``$__`` macros are left for ``with_grafana_macros``)."""
+    for name, value in values.items():
+        pattern = rf"\$(?:\{{{re.escape(name)}\}}|{re.escape(name)}\b)"
+        expr = re.sub(pattern, value.replace("\\", "\\\\"), expr)
+    return expr
 
 
 _NAME = re.compile(r"(?<![\w:\"'])([a-zA-Z_:][\w:]*)\s*(\{[^}]*\})?")
@@ -192,3 +261,25 @@ def signals(expr: str) -> list[tuple[str, bool]]:
     if re.fullmatch(r"[\d.\s*+\-/]+", expr):
         return []  # a constant such as 2 * 86400
     return [(expr, True)]
+
+
+DEPLOYMENT_LABELS = {"cluster", "namespace"}
+_AGGREGATIONS = (
+    "sum|min|max|avg|count|group|stddev|stdvar|topk|bottomk|quantile|count_values|limitk"
+)
+
+
+def merges_deployments(expr: str) -> list[str]:
+    """The aggregations and vector matchings of ``expr`` that drop cluster or namespace."""
+    problems = []
+    aggregation = rf"\b(?:{_AGGREGATIONS})\s*(?:(by|without)\s*\(([^)]*)\))?\s*\("
+    for match in re.finditer(aggregation, expr):
+        modifier, labels = match.groups()
+        names = {n.strip() for n in (labels or "").split(",") if n.strip()}
+        keeps = names >= DEPLOYMENT_LABELS if modifier == "by" else not names & DEPLOYMENT_LABELS
+        if modifier is None or not keeps:
+            problems.append(match.group(0).strip())
+    for match in re.finditer(r"\bon\s*\(([^)]*)\)", expr):
+        if not {n.strip() for n in match.group(1).split(",")} >= DEPLOYMENT_LABELS:
+            problems.append(match.group(0))
+    return problems

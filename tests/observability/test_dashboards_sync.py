@@ -10,7 +10,13 @@ import sys
 import pytest
 
 from deploy.grafana.dashboards_src import DASHBOARDS_DIR, panel_queries, render_all, stale
-from tests.observability.promql import ROOT, dashboards, with_grafana_macros
+from tests.observability.promql import (
+    ROOT,
+    all_values,
+    dashboards,
+    with_grafana_macros,
+    with_variables,
+)
 
 REGENERATE = "python -m deploy.grafana.dashboards_src"
 
@@ -50,7 +56,12 @@ def test_overview_dashboard_shape() -> None:
     titles = {panel["title"] for panel in document["panels"]}
     for wanted in (
         "Online nDCG@10 by model version and arm",
-        "Canary vs production (versions serving now)",
+        "Online nDCG@10 with 95% interval (versions serving now)",
+        "CTR@10 with 95% interval (versions serving now)",
+        "Add-to-cart rate with 95% interval (versions serving now)",
+        "Purchase rate with 95% interval (versions serving now)",
+        "Interleaved lists by outcome for the canary",
+        "Interleaving win share of the canary",
         "Search latency by stage (p50, p99)",
         "Search traffic by status",
         "Events received by action",
@@ -59,15 +70,15 @@ def test_overview_dashboard_shape() -> None:
         "Gate decisions in range",
         "Canary decisions in range",
         "Model timeline",
-        "Retraining duration by stage",
+        "Retraining duration by stage (mean in range)",
     ):
         assert wanted in titles
     for panel in document["panels"]:
         if panel["type"] != "row":
             assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
             assert panel["targets"], panel["title"]
-    (variable,) = document["templating"]["list"]
-    assert (variable["name"], variable["type"], variable["query"]) == (
+    datasource, *_ = document["templating"]["list"]
+    assert (datasource["name"], datasource["type"], datasource["query"]) == (
         "datasource",
         "datasource",
         "prometheus",
@@ -77,14 +88,19 @@ def test_overview_dashboard_shape() -> None:
 
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed")
 def test_every_dashboard_query_is_valid_promql(tmp_path) -> None:
-    """promtool parses each query (Grafana macros replaced) as a recording rule."""
+    """promtool parses each query (variables set to All, Grafana macros replaced) as a
+    recording rule."""
     rules = [
-        {"record": f"dashboard:query_{n}:check", "expr": with_grafana_macros(q.expr)}
-        for n, q in enumerate(
-            q for document in dashboards().values() for q in panel_queries(document)
+        {"record": f"dashboard:query_{n}:check", "expr": expr}
+        for n, expr in enumerate(
+            with_grafana_macros(with_variables(q.expr, all_values(document)))
+            for document in dashboards().values()
+            for q in panel_queries(document)
         )
     ]
     assert len(rules) > 30
+    unresolved = [rule["expr"] for rule in rules if "$" in rule["expr"]]
+    assert not unresolved, f"undefined dashboard variables in: {unresolved}"
     path = tmp_path / "dashboard-queries.yml"
     path.write_text(json.dumps({"groups": [{"name": "dashboards", "rules": rules}]}))
     check = subprocess.run(

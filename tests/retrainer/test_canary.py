@@ -8,12 +8,12 @@ import random
 from pathlib import Path
 
 import pytest
-from prometheus_client import REGISTRY
 
 from feedback_ingest.store import EventStore, write_snapshot
 from retrainer.canary import decisions, judge_ab, judge_interleaving, run_controller
 from services.decisions import ArmStats, InterleavingStats
 from services.events import InteractionEvent, QueryEvent
+from services.metrics import registry_for
 from services.registry import ModelRegistry
 from services.settings import CanaryPolicy, Settings
 from tests.feedback_ingest.builders import at
@@ -66,9 +66,10 @@ def traffic(settings: Settings, click_rate: dict[str, float], lists: int, seed: 
 
 
 def count(decision: str) -> float:
-    return (
-        REGISTRY.get_sample_value("flywheel_canary_decisions_total", {"decision": decision}) or 0.0
+    sample = registry_for("canary").get_sample_value(
+        "flywheel_canary_decisions_total", {"decision": decision}
     )
+    return sample or 0.0
 
 
 def test_a_better_canary_is_promoted(tmp_path: Path) -> None:

@@ -7,18 +7,18 @@ import threading
 import time
 from pathlib import Path
 
-from prometheus_client import REGISTRY
-
 from retrainer.watch import look, watch
+from services.metrics import registry_for
 from services.registry import ModelRegistry
 from services.snapshots import SNAPSHOT_REQUEST
 from tests.retrainer.test_canary import home_with_canary, traffic
 
 
 def looks(outcome: str) -> float:
-    return (
-        REGISTRY.get_sample_value("flywheel_canary_watch_looks_total", {"outcome": outcome}) or 0.0
+    sample = registry_for("canary").get_sample_value(
+        "flywheel_canary_watch_looks_total", {"outcome": outcome}
     )
+    return sample or 0.0
 
 
 def test_a_look_judges_the_canary_on_a_fresh_snapshot(tmp_path: Path) -> None:

@@ -15,6 +15,8 @@ from deploy.grafana.dashboards_src.overview import overview
 
 DASHBOARDS_DIR = Path(__file__).resolve().parents[1] / "dashboards"
 
+GRID_COLUMNS = 24  # Grafana's dashboard grid is 24 columns wide
+
 # File name (under deploy/grafana/dashboards/) → dashboard builder.
 DASHBOARDS: dict[str, Callable[[], dash.Dashboard]] = {
     "flywheel-overview.json": overview,
@@ -22,11 +24,37 @@ DASHBOARDS: dict[str, Callable[[], dash.Dashboard]] = {
 
 
 def render(board: dash.Dashboard) -> str:
-    """Stable JSON for one dashboard: panels numbered in order, keys sorted, newline at end."""
+    """Stable JSON for one dashboard: panels numbered in order, keys sorted, newline at end.
+
+    Raises ValueError when a panel leaves the grid or covers another: the SDK places panels
+    left to right without checking, and Grafana would silently move them.
+    """
     model = board.build()
     for number, panel in enumerate(model.panels or [], start=1):
         panel.id_val = number
-    return json.dumps(model, cls=JSONEncoder, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    text = json.dumps(model, cls=JSONEncoder, indent=2, sort_keys=True, ensure_ascii=False)
+    problems = layout_problems(json.loads(text))
+    if problems:
+        raise ValueError(f"dashboard {model.title!r}: " + "; ".join(problems))
+    return text + "\n"
+
+
+def layout_problems(document: dict[str, Any]) -> list[str]:
+    """Panels of a rendered dashboard that leave the 24-column grid or overlap another
+    (top-level panels and rows; a collapsed row's panels are laid out when it opens)."""
+    problems = []
+    placed: list[tuple[str, int, int, int, int]] = []
+    for panel in document.get("panels", []):
+        title = str(panel.get("title", ""))
+        grid = panel.get("gridPos") or {}
+        x, y, w, h = (int(grid.get(key, 0)) for key in ("x", "y", "w", "h"))
+        if x < 0 or y < 0 or w <= 0 or h <= 0 or x + w > GRID_COLUMNS:
+            problems.append(f"{title!r} at x={x} w={w} y={y} h={h} is outside the grid")
+        for other, ox, oy, ow, oh in placed:
+            if x < ox + ow and ox < x + w and y < oy + oh and oy < y + h:
+                problems.append(f"{title!r} overlaps {other!r}")
+        placed.append((title, x, y, w, h))
+    return problems
 
 
 def render_all() -> dict[str, str]:

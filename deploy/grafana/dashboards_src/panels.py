@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
 from textwrap import dedent
 
 from grafana_foundation_sdk.builders import (
@@ -14,22 +17,117 @@ from grafana_foundation_sdk.builders import (
 from grafana_foundation_sdk.builders import common as common_builders
 from grafana_foundation_sdk.builders import dashboard as dash
 from grafana_foundation_sdk.models import common
-from grafana_foundation_sdk.models.dashboard import DataSourceRef, Threshold, ThresholdsMode
+from grafana_foundation_sdk.models.dashboard import (
+    DataSourceRef,
+    DynamicConfigValue,
+    Threshold,
+    ThresholdsMode,
+    VariableOption,
+    VariableRefresh,
+    VariableSort,
+)
 
 # Panels use the dashboard's ${datasource} variable (any Prometheus data source); the
 # provisioned one (deploy/grafana/provisioning/datasources/prometheus.yml) is the default.
 DATASOURCE = DataSourceRef(type_val="prometheus", uid="${datasource}")
 
+# The labels that tell one Flywheel deployment from another: Kubernetes scrapes add
+# `namespace` (ServiceMonitor), a multi-cluster setup adds `cluster`; the compose stack has
+# neither. Model versions (v1, v2, ...) are per registry, so every join and every aggregation
+# keyed by model version keeps them: v3 in dev is not v3 in prod.
+DEPLOYMENT_LABELS = ("cluster", "namespace")
+DEPLOYMENT = ", ".join(DEPLOYMENT_LABELS)
+# What "All" sends: `=~".*"` also matches series without the label (the compose stack).
+ALL = ".*"
+# Every selector on the dashboard carries this, so the variables scope every panel.
+SCOPE = ", ".join(f'{label}=~"${label}"' for label in DEPLOYMENT_LABELS)
+# The series the variables list their values from: Prometheus writes `up` for every target
+# it scrapes, so a deployment whose processes are down is still listed.
+_TARGETS = 'up{job=~"flywheel-.*"}'
 
-def query(expr: str, legend: str = "__auto", ref_id: str = "A") -> prometheus.Dataquery:
-    """A PromQL range query; ``expr`` may be indented (it is dedented and stripped)."""
-    return (
-        prometheus.Dataquery()
-        .expr(dedent(expr).strip())
-        .legend_format(legend)
-        .ref_id(ref_id)
-        .range()
-    )
+
+def series(name: str, matchers: str = "") -> str:
+    """The selector ``name{matchers}`` restricted to the cluster and namespace picked."""
+    return f"{name}{{{SCOPE}{', ' + matchers if matchers else ''}}}"
+
+
+def deployment_variables() -> list[dash.QueryVariable]:
+    """``cluster`` then ``namespace``, each listing the values on the scrape targets (the
+    namespaces of the cluster picked); "All" (the only choice where the label is absent)
+    matches any value and none."""
+    variables = []
+    scope = ""
+    for label in DEPLOYMENT_LABELS:
+        selector = _TARGETS[:-1] + scope + "}"
+        variables.append(
+            dash.QueryVariable(label)
+            .label(label.capitalize())
+            .description(
+                f"The {label} of the Flywheel deployment to show; All where the scrape "
+                f"targets carry no {label} label."
+            )
+            .datasource(DATASOURCE)
+            .query(f"label_values({selector}, {label})")
+            .refresh(VariableRefresh.ON_TIME_RANGE_CHANGED)
+            .sort(VariableSort.ALPHABETICAL_ASC)
+            .include_all(True)
+            .all_value(ALL)
+            .current(VariableOption(selected=True, text="All", value="$__all"))
+        )
+        scope += f', {label}=~"${label}"'
+    return variables
+
+
+def query(
+    expr: str, legend: str = "__auto", ref_id: str = "A", *, instant: bool = False
+) -> prometheus.Dataquery:
+    """A PromQL query (a range query unless ``instant``); ``expr`` may be indented (it is
+    dedented and stripped)."""
+    target = prometheus.Dataquery().expr(dedent(expr).strip()).legend_format(legend).ref_id(ref_id)
+    return target.instant() if instant else target.range()
+
+
+@dataclass(frozen=True, slots=True)
+class Band:
+    """An interval drawn as a shaded band between the series named ``"{name} lower"`` and
+    ``"{name} upper"`` (their legends), in one colour with every series whose name starts
+    with ``name`` (the estimate inside it)."""
+
+    name: str
+    color: str
+
+    @property
+    def lower(self) -> str:
+        """Display name of the lower bound series."""
+        return f"{self.name} lower"
+
+    @property
+    def upper(self) -> str:
+        """Display name of the upper bound series."""
+        return f"{self.name} upper"
+
+    def apply(self, panel: timeseries.Panel) -> timeseries.Panel:
+        """Add the overrides that draw the band: Grafana fills from the upper bound down to
+        the series named in its ``fillBelowTo``; both bounds are drawn without a line."""
+        color = DynamicConfigValue("color", {"mode": "fixed", "fixedColor": self.color})
+        no_line = DynamicConfigValue("custom.lineWidth", 0)
+        # Grafana matches this as a JavaScript regular expression against the display name.
+        name = re.sub(r"[.*+?^${}()|[\]\\/]", r"\\\g<0>", self.name)
+        return (
+            panel.override_by_regexp(f"^{name}( |$)", [color])
+            .override_by_name(
+                self.lower, [color, no_line, DynamicConfigValue("custom.fillOpacity", 0)]
+            )
+            .override_by_name(
+                self.upper,
+                [
+                    color,
+                    no_line,
+                    DynamicConfigValue("custom.fillOpacity", 20),
+                    DynamicConfigValue("custom.fillBelowTo", self.lower),
+                ],
+            )
+        )
 
 
 def thresholds(*steps: tuple[float | None, str]) -> dash.ThresholdsConfig:
@@ -67,8 +165,10 @@ def graph(
     draw_bars: bool = False,
     decimals: int | None = None,
     limits: dash.ThresholdsConfig | None = None,
+    bands: Sequence[Band] = (),
 ) -> timeseries.Panel:
-    """A time series panel; ``limits`` are drawn as dashed lines."""
+    """A time series panel; ``limits`` are drawn as dashed lines, ``bands`` as shaded
+    intervals (the targets must name their bound series as each band expects)."""
     panel = (
         timeseries.Panel()
         .title(title)
@@ -94,6 +194,8 @@ def graph(
                 common.GraphThresholdsStyleMode.DASHED
             )
         )
+    for band in bands:
+        panel = band.apply(panel)
     return panel
 
 

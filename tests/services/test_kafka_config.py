@@ -1,0 +1,45 @@
+"""The event bus's client settings: TLS and SASL reach every producer, consumer and admin."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from services.kafka.config import KafkaSettings
+
+
+def test_plaintext_adds_nothing() -> None:
+    kafka = KafkaSettings()
+    assert kafka.security_config() == {}
+    assert "security_protocol" not in kafka.producer_config("b:9092")
+
+
+def test_sasl_ssl_reaches_producer_and_consumer() -> None:
+    kafka = KafkaSettings(
+        security_protocol="SASL_SSL",
+        sasl_mechanism="SCRAM-SHA-512",
+        sasl_username="ingest",
+        sasl_password="pw",
+        ssl_cafile="/ca.crt",
+    )
+    expected = {
+        "security_protocol": "SASL_SSL",
+        "sasl_mechanism": "SCRAM-SHA-512",
+        "sasl_plain_username": "ingest",
+        "sasl_plain_password": "pw",
+        "ssl_cafile": "/ca.crt",
+    }
+    assert kafka.security_config() == expected
+    for config in (kafka.producer_config("b:9093"), kafka.consumer_config("b:9093")):
+        assert expected.items() <= config.items()
+    assert "pw" not in repr(kafka)  # the password is a secret in logs and dumps
+
+
+def test_sasl_without_credentials_is_refused_with_the_fix() -> None:
+    with pytest.raises(ValidationError, match="FLYWHEEL_KAFKA__SASL_USERNAME"):
+        KafkaSettings(security_protocol="SASL_SSL", sasl_mechanism="SCRAM-SHA-512")
+
+
+def test_ssl_only_sends_the_ca_but_no_sasl() -> None:
+    kafka = KafkaSettings(security_protocol="SSL", ssl_cafile="/ca.crt")
+    assert kafka.security_config() == {"security_protocol": "SSL", "ssl_cafile": "/ca.crt"}
