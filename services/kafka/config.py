@@ -175,26 +175,27 @@ class KafkaSettings(BaseModel):
     spool: SpoolSettings = Field(default_factory=SpoolSettings)
     consumer: ConsumerSettings = Field(default_factory=ConsumerSettings)
 
-    @model_validator(mode="after")
-    def _check_security(self) -> KafkaSettings:
-        if self.security_protocol.startswith("SASL_") and not (
-            self.sasl_mechanism and self.sasl_username and self.sasl_password
-        ):
-            raise ValueError(
-                f"kafka.security_protocol {self.security_protocol} needs sasl_mechanism, "
-                "sasl_username and sasl_password: set FLYWHEEL_KAFKA__SASL_MECHANISM, "
-                "FLYWHEEL_KAFKA__SASL_USERNAME and FLYWHEEL_KAFKA__SASL_PASSWORD."
-            )
-        return self
-
     def security_config(self) -> dict[str, Any]:
         """kafka-python's TLS and SASL arguments (empty on a plaintext bus), for every producer,
-        consumer and admin client."""
+        consumer and admin client.
+
+        Checked here, when a client is made, not when settings load: processes that share the
+        configuration but never talk to Kafka (the retrainer, the canary controller) get no
+        credentials and must still start.
+
+        Raises:
+            ConfigError: a SASL protocol without mechanism, user name or password.
+        """
         if self.security_protocol == "PLAINTEXT":
             return {}
         config: dict[str, Any] = {"security_protocol": self.security_protocol}
         if self.security_protocol.startswith("SASL_"):
-            assert self.sasl_password is not None  # _check_security
+            if not (self.sasl_mechanism and self.sasl_username and self.sasl_password):
+                raise ConfigError(
+                    f"kafka.security_protocol {self.security_protocol} needs sasl_mechanism, "
+                    "sasl_username and sasl_password: set FLYWHEEL_KAFKA__SASL_MECHANISM, "
+                    "FLYWHEEL_KAFKA__SASL_USERNAME and FLYWHEEL_KAFKA__SASL_PASSWORD."
+                )
             config |= {
                 "sasl_mechanism": self.sasl_mechanism,
                 # kafka-python takes the SCRAM credentials under the PLAIN names too

@@ -59,6 +59,8 @@ CUSTOM_GROUPS = {
     ),
 }
 FLYWHEEL_IMAGE = "registry.example.com/flywheel"
+KAFKA_CLIENTS = frozenset({"encoder-server", "feedback-ingest"})
+"""The containers that talk to Kafka (the retrainer and canary controller read snapshots)."""
 # The Kafka TLS/SCRAM settings every Kafka client of the prod overlay gets.
 KAFKA_SECURITY_SETTINGS = frozenset(
     {
@@ -398,15 +400,20 @@ def test_flywheel_config_is_valid_settings(
     values = config(render(kustomization))
     problems = [p for p in map(unknown_setting, set(values)) if p]
     assert not problems, problems
-    for key, value in values.items():
-        monkeypatch.setenv(key, value)
-    for container in flywheel_containers(render(kustomization)):
-        for env in container.get("env", []):  # a pod's own values, e.g. Kafka credentials
-            monkeypatch.setenv(env["name"], env.get("value", "from-a-secret"))
-    settings = Settings()
     expected = {"base": (3, 2), "overlays/dev": (1, 1), "overlays/prod": (6, 2)}[kustomization]
-    assert (settings.qdrant.shard_number, settings.qdrant.replication_factor) == expected
-    assert str(settings.home) == "/var/lib/flywheel"
+    # Each container as it starts: the shared ConfigMap plus its own env (secrets stand in).
+    for container in flywheel_containers(render(kustomization)):
+        with monkeypatch.context() as env:
+            for key, value in values.items():
+                env.setenv(key, value)
+            for item in container.get("env", []):
+                env.setenv(item["name"], item.get("value", "from-a-secret"))
+            settings = Settings()
+            assert (settings.qdrant.shard_number, settings.qdrant.replication_factor) == expected
+            assert str(settings.home) == "/var/lib/flywheel"
+            if container["name"] in KAFKA_CLIENTS:  # its credentials reach every client
+                settings.kafka.producer_config("flywheel-kafka:9093")
+                settings.kafka.consumer_config("flywheel-kafka:9093")
 
 
 @pytest.mark.parametrize("kustomization", KUSTOMIZATIONS)
