@@ -22,17 +22,16 @@ gate: ``flywheel eval --dataset pydocs --model vN`` for each version.
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 
 from retrainer.gate import CANDIDATE, PRODUCTION, drop_check
 from retrainer.guard import guard_report
-from services.datasets.base import LabelledSet
 from services.datasets.pydocs import load_pydocs
 from services.decisions import GateCheck
 from services.encoding.base import SpladeEncoder
 from services.evaluation.report import EvalReport
 from services.settings import Settings
+from services.simulator.intents import subsample
 from services.synthetic import write_qrels_dataset
 
 FORGETTING_SEED = 2024
@@ -47,20 +46,9 @@ def forgetting_spec(settings: Settings, scratch: Path) -> tuple[str, str]:
     if cfg.forgetting_dataset:
         return cfg.forgetting_dataset, f"labelled set {cfg.forgetting_dataset}"
     docs = load_pydocs()
-    rng = random.Random(FORGETTING_SEED)
-    wanted = min(len(docs.queries), settings.retrain.guard_queries, cfg.forgetting_products // 2)
-    qids = rng.sample(sorted(docs.queries), wanted)
-    judged = {pid for q in qids for pid in docs.qrels[q]}
-    others = sorted(p.id for p in docs.products if p.id not in judged)
-    keep = judged | set(rng.sample(others, min(len(others), cfg.forgetting_products - len(judged))))
-    chosen = docs.restrict(qids)
-    sample = LabelledSet(
-        docs.name,
-        [p for p in docs.products if p.id in keep],
-        chosen.queries,
-        chosen.qrels,
-        docs.max_grade,
-    )
+    # Whole known-item queries for half the documents, distractors for the rest; the guard's
+    # own draw then takes at most retrain.guard_queries of them.
+    sample = subsample(docs, cfg.forgetting_products, seed=FORGETTING_SEED)
     folder = write_qrels_dataset(sample, scratch / "forgetting-set")
     return f"qrels:{folder}", f"{PYDOCS_EVIDENCE} (Python {docs.notes['python']})"
 
