@@ -236,5 +236,9 @@ class KafkaSettings(BaseModel):
         return {
             "bootstrap_servers": [s.strip() for s in servers.split(",") if s.strip()],
             "client_id": f"{self.client_id}-{role}",
+            # Topics are made only by ensure_topics, with the configured partitions: a client's
+            # metadata refresh while a topic is missing (deleted, a broker restarting) must not
+            # create it with the broker's defaults.
+            "allow_auto_create_topics": False,
             **self.security_config(),
         }

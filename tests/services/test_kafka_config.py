@@ -14,6 +14,14 @@ def test_plaintext_adds_nothing() -> None:
     assert "security_protocol" not in kafka.producer_config("b:9092")
 
 
+def test_clients_never_create_topics() -> None:
+    # Only ensure_topics makes topics, with the configured partitions; a metadata refresh while
+    # a topic is recreated once left a fourth partition from the broker's defaults.
+    kafka = KafkaSettings()
+    for config in (kafka.producer_config("b:9092"), kafka.consumer_config("b:9092")):
+        assert config["allow_auto_create_topics"] is False
+
+
 def test_sasl_ssl_reaches_producer_and_consumer() -> None:
     kafka = KafkaSettings(
         security_protocol="SASL_SSL",
