@@ -58,7 +58,7 @@ def create_baseline_app(settings: Settings, version: str | None = None) -> FastA
     )
     bm25 = Bm25Encoder()
     index = open_index(settings, version)
-    rrf_k = settings.search.rrf_k
+    fusion = settings.search.hybrid_fusion()
     metrics = CollectorRegistry()
     latency = Histogram(
         METRIC,
@@ -84,7 +84,7 @@ def create_baseline_app(settings: Settings, version: str | None = None) -> FastA
         terms = bm25.encode_query(q) if mode != "splade" else None
         encoded = time.perf_counter()
         if splade is not None and terms is not None:
-            hits = index.hybrid_search(splade, terms, limit=k, rrf_k=rrf_k)
+            hits = index.hybrid_search(splade, terms, limit=k, fusion=fusion)
         elif splade is not None:
             hits = index.search(splade, using="splade", limit=k)
         else:

@@ -195,7 +195,7 @@ def served_lists(settings: Settings, cfg: Config, scratch: Path) -> ServedLists:
         VersionEncoders(ModelRegistry(settings.registry_dir)),
         mode=cfg.mode,
         k=10,
-        rrf_k=settings.search.rrf_k,
+        fusion=settings.search.hybrid_fusion(),
     )
 
 
@@ -386,7 +386,7 @@ def run(cfg: Config, home: Path) -> dict[str, Any]:
         pool.test_set(2000),
         encoder=VersionEncoders(ModelRegistry(settings.registry_dir)),
         open_index=index_reader(settings, scratch),
-        rrf_k=settings.search.rrf_k,
+        fusion=settings.search.hybrid_fusion(),
     )
     test = {role: test_eval.report({"m": (v, cfg.mode)}).mean("m") for role, v in roles.items()}
     pairs = {p: (roles[a], roles[b]) for p, (a, b) in PAIR_ROLES.items()}
@@ -418,7 +418,7 @@ def run(cfg: Config, home: Path) -> dict[str, Any]:
         gate_queries(pool, settings.retrain.heldout_fraction),
         encoder=VersionEncoders(ModelRegistry(settings.registry_dir)),
         open_index=index_reader(settings, scratch),
-        rrf_k=settings.search.rrf_k,
+        fusion=settings.search.hybrid_fusion(),
     )
     shoppers = OfflineShoppers(
         pool,

@@ -133,7 +133,7 @@ def one_trial(
             VersionEncoders(registry),
             mode=settings.search.default_mode,
             k=settings.simulator.k,
-            rrf_k=settings.search.rrf_k,
+            fusion=settings.search.hybrid_fusion(),
         )
         shoppers = OfflineShoppers(
             pool,

@@ -107,7 +107,7 @@ class HeldOut:
             pool.test_set(HELDOUT_QUERIES),
             encoder=VersionEncoders(ModelRegistry(settings.registry_dir)),
             open_index=index_reader(settings, scratch),
-            rrf_k=settings.search.rrf_k,
+            fusion=settings.search.hybrid_fusion(),
         )
 
     def measure(self, version: str, *, bm25: bool = False) -> dict[str, float]:
@@ -313,7 +313,8 @@ def _facts(settings: Settings, pool: IntentPool, urls: dict[str, str]) -> dict[s
         f"test (alpha {settings.retrain.canary.alpha}) every {cfg.judge_every_s:g} s on "
         f"{cfg.canary_fraction:.0%} of sessions; undecided after "
         f"{settings.retrain.canary.max_lists_per_arm} lists: rolled back",
-        "search mode": f"{settings.search.default_mode} (the server default)",
+        "search mode": f"{settings.search.default_mode} (the server default; hybrid fusion "
+        f"{settings.search.hybrid_fusion().describe()})",
         **urls,
         "home": str(settings.home),
     }

@@ -67,7 +67,7 @@ def guard_report(
             heldout,
             encoder=encoders.__getitem__,
             open_index=lambda version: nullcontext(indexes[version]),
-            rrf_k=settings.search.rrf_k,
+            fusion=settings.search.hybrid_fusion(),
         )
         mode = settings.search.default_mode
         return evaluator.report(
@@ -115,7 +115,7 @@ def guard_evidence(
         known,
         encoder=encoders.__getitem__,
         open_index=lambda version: nullcontext(indexes[version]),
-        rrf_k=settings.search.rrf_k,
+        fusion=settings.search.hybrid_fusion(),
     ).report(systems, baseline=baseline, dataset=known.name)
     return report, catalog_evidence
 

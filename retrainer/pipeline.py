@@ -315,7 +315,7 @@ def _gate(
             HeldOutSet(f"heldout:{data.snapshot}", data.heldout_queries, data.heldout_qrels),
             encoder=encoders.__getitem__,
             open_index=lambda version: nullcontext(indexes[version]),
-            rrf_k=settings.search.rrf_k,
+            fusion=settings.search.hybrid_fusion(),
         )
         heldout = evaluator.report(
             {role: (models[role][0], mode) for role in models},

@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from services.index.fusion import DEFAULT_SPLADE_WEIGHT, Fusion, FusionMethod
 from services.ingest_settings import StoreSettings
 from services.kafka.config import KafkaSettings
 
@@ -88,10 +89,24 @@ class SearchSettings(BaseModel):
         description="Mode used when a request names none; chosen by the flywheel benchmark "
         "(benchmarks/flywheel; README: 'Default search mode').",
     )
+    fusion: FusionMethod = Field(
+        default="convex",
+        description="How hybrid mode fuses the SPLADE and BM25 lists: 'convex' (splade_weight "
+        "times the min-max normalised SPLADE scores plus the rest times BM25's; Bruch et al., "
+        "2023) or 'rrf' (reciprocal rank in the engine, constant rrf_k). README: 'Default "
+        "search mode'.",
+    )
+    splade_weight: float = Field(
+        default=DEFAULT_SPLADE_WEIGHT,
+        ge=0,
+        le=1,
+        description="SPLADE's share of the convex fusion (BM25 gets the rest); chosen on Home "
+        "Depot queries kept apart from the evaluation protocol's.",
+    )
     rrf_k: int = Field(
         default=60,
         ge=1,
-        description="Constant of the reciprocal-rank fusion in hybrid mode: score = sum of "
+        description="Constant of the reciprocal-rank fusion (fusion='rrf'): score = sum of "
         "1 / (k + rank); 60 as in Cormack et al. (2009), Qdrant's own default is 2.",
     )
     interleaving: bool = Field(
@@ -99,6 +114,10 @@ class SearchSettings(BaseModel):
         description="Serve sessions in the canary bucket a team-draft interleaving of the canary "
         "and production rankings (arm 'interleaved') instead of the canary's list alone.",
     )
+
+    def hybrid_fusion(self) -> Fusion:
+        """The fusion hybrid mode serves and every evaluation of hybrid uses."""
+        return Fusion(self.fusion, self.splade_weight, self.rrf_k)
 
 
 class ServerSettings(BaseModel):

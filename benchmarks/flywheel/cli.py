@@ -66,11 +66,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--seed", type=int, default=d.seed)
     parser.add_argument(
-        "--rrf-k",
-        type=int,
-        default=d.rrf_k,
-        help="RRF constant of the hybrid mode, served and evaluated (default: what GET /search "
-        "serves, search.rrf_k)",
+        "--fusion",
+        choices=["convex", "rrf"],
+        default=d.fusion,
+        help="fusion of the hybrid mode, served, gated and evaluated (default: what GET /search "
+        "serves, search.fusion)",
+    )
+    parser.add_argument(
+        "--splade-weight",
+        type=float,
+        default=d.splade_weight,
+        help="SPLADE's share of the convex fusion (search.splade_weight)",
+    )
+    parser.add_argument(
+        "--rrf-k", type=int, default=d.rrf_k, help="RRF constant of --fusion rrf (search.rrf_k)"
     )
     parser.add_argument(
         "--threads", type=int, default=d.threads, help="query-encoding threads (0: every core)"
@@ -136,6 +145,8 @@ def main(argv: Sequence[str] | None = None, *, labelled: LabelledSet | None = No
         supervised_examples=args.supervised_examples,
         seed=args.seed,
         threads=args.threads,
+        fusion=args.fusion,
+        splade_weight=args.splade_weight,
         rrf_k=args.rrf_k,
         canary_fraction=args.canary_fraction,
         canary_sessions=args.canary_sessions,

@@ -23,6 +23,7 @@ from services.evaluation.heldout import HeldOutEvaluator, HeldOutSet
 from services.evaluation.metrics import DEFAULT_METRICS, Run, evaluate_runs
 from services.evaluation.report import EvalReport
 from services.index.base import DEFAULT_RRF_K
+from services.index.fusion import DEFAULT_SPLADE_WEIGHT, Fusion, FusionMethod
 from services.products import Product
 from services.registry import ModelRegistry
 from services.settings import Settings
@@ -89,9 +90,13 @@ class BenchConfig:
     """Sessions between two looks of the canary controller."""
     canary_looks: int = 10
     """Looks before the round moves on (the canary keeps its pointer if still undecided)."""
+    fusion: FusionMethod = "convex"
+    """Fusion of the hybrid mode, served, gated and evaluated (``search.fusion``)."""
+    splade_weight: float = DEFAULT_SPLADE_WEIGHT
+    """SPLADE's share of the convex fusion (``search.splade_weight``)."""
     rrf_k: int = DEFAULT_RRF_K
-    """RRF constant of the hybrid mode, served and evaluated (``search.rrf_k``, what
-    ``GET /search`` uses, is 60 as in Cormack et al.; Qdrant's own default is 2)."""
+    """RRF constant of ``fusion='rrf'`` (``search.rrf_k``: 60 as in Cormack et al.; Qdrant's
+    own default is 2)."""
     adapt: bool = False
     """Run ``flywheel adapt`` on the catalog before round 1 (no labels, no test query among
     its generated ones); a passing adapted model is production when the shoppers arrive, so
@@ -99,6 +104,10 @@ class BenchConfig:
 
     def workers(self) -> int:
         return self.threads or os.cpu_count() or 1
+
+    def hybrid_fusion(self) -> Fusion:
+        """The hybrid mode's fusion (as ``SearchSettings.hybrid_fusion``)."""
+        return Fusion(self.fusion, self.splade_weight, self.rrf_k)
 
 
 def prepare_settings(settings: Settings, cfg: BenchConfig) -> Settings:
@@ -120,6 +129,8 @@ def prepare_settings(settings: Settings, cfg: BenchConfig) -> Settings:
                 getattr(retrain, name),
             )
             setattr(retrain, name, None)
+    out.search.fusion, out.search.splade_weight = cfg.fusion, cfg.splade_weight
+    out.search.rrf_k = cfg.rrf_k
     retrain.canary_fraction = cfg.canary_fraction
     retrain.keep_versions = max(retrain.keep_versions, cfg.rounds + 3)
     retrain.drop_rejected_index = False  # rejected candidates are measured on the test queries
@@ -221,7 +232,7 @@ def test_evaluator(
         ),
         encoder=VersionEncoders(ModelRegistry(settings.registry_dir)),
         open_index=lambda version: closing(open_index(settings, version)),
-        rrf_k=cfg.rrf_k,
+        fusion=cfg.hybrid_fusion(),
         workers=cfg.workers(),
     )
 
@@ -365,7 +376,7 @@ class Shoppers:
             VersionEncoders(ModelRegistry(settings.registry_dir)),
             mode=cfg.serve_mode,
             k=settings.simulator.k,
-            rrf_k=cfg.rrf_k,
+            fusion=cfg.hybrid_fusion(),
             workers=cfg.workers(),
         )
         self.offline = OfflineShoppers(

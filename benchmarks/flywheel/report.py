@@ -40,7 +40,7 @@ def to_markdown(result: BenchResult) -> str:
         f"{result.protocol['test_queries']:,} held-out test queries (human labels) · "
         f"{result.protocol['corpus']:,} products · {len(result.rounds) - 1} rounds of "
         f"{cfg.sessions_per_round:,} simulated sessions served in `{cfg.serve_mode}` mode "
-        f"(RRF k = {cfg.rrf_k}) · "
+        f"({cfg.hybrid_fusion().describe()}) · "
         f"{result.settings['train']['max_examples']:,} training triples per round · "
         f"{cfg.supervised_examples:,} supervised triples.",
         "",

@@ -29,6 +29,7 @@ from services.errors import QueryError, SearchIndexError
 from services.events import Arm, QueryEvent
 from services.identity import client_key
 from services.index.base import Hit, SearchFilters
+from services.index.fusion import Fusion
 from services.interleaving import TEAM_A, TEAM_B, rng_for, team_draft
 from services.metrics import SEARCH_LATENCY, SEARCH_REQUESTS, SEARCH_RESULTS
 from services.settings import SearchMode, SearchSettings
@@ -43,7 +44,7 @@ def _retrieve(
     k: int,
     offset: int,
     filters: SearchFilters,
-    rrf_k: int,
+    fusion: Fusion,
 ) -> list[Hit]:
     started = time.perf_counter()
     splade = model.encoder.encode_query(q) if mode != "bm25" else None
@@ -52,7 +53,7 @@ def _retrieve(
     SEARCH_LATENCY.labels(stage="encode", mode=mode).observe(encoded - started)
     if splade is not None and bm25 is not None:
         hits = model.index.hybrid_search(
-            splade, bm25, limit=k, offset=offset, filters=filters, rrf_k=rrf_k
+            splade, bm25, limit=k, offset=offset, filters=filters, fusion=fusion
         )
     elif splade is not None:
         hits = model.index.search(splade, using="splade", limit=k, offset=offset, filters=filters)
@@ -144,6 +145,7 @@ def filter_pattern(limits: SearchSettings) -> str:
 
 def build_router(limits: SearchSettings) -> APIRouter:
     """The /search route, with the configured limits written into its OpenAPI schema."""
+    fusion = limits.hybrid_fusion()
     router = APIRouter(tags=["search"])
 
     @router.get(
@@ -227,7 +229,7 @@ def build_router(limits: SearchSettings) -> APIRouter:
             client if server.canary_unit == "client" else session_id,
             query_id,
             limits.interleaving,
-            lambda m, limit, skip: _retrieve(m, text, mode, limit, skip, filters, limits.rrf_k),
+            lambda m, limit, skip: _retrieve(m, text, mode, limit, skip, filters, fusion),
             k,
             offset,
         )

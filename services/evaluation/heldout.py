@@ -24,7 +24,8 @@ from services.evaluation.metrics import DEFAULT_METRICS, Run, condensed, evaluat
 from services.evaluation.report import EvalReport
 from services.evaluation.runner import rank
 from services.evaluation.systems import LIMIT, hits_to_run
-from services.index.base import DEFAULT_RRF_K, ProductIndex
+from services.index.base import ProductIndex
+from services.index.fusion import DEFAULT_FUSION, Fusion
 from services.settings import SearchMode
 
 logger = logging.getLogger(__name__)
@@ -105,14 +106,14 @@ class HeldOutEvaluator:
         *,
         encoder: Callable[[str], SpladeEncoder],
         open_index: IndexOpener,
-        rrf_k: int = DEFAULT_RRF_K,
+        fusion: Fusion = DEFAULT_FUSION,
         limit: int = LIMIT,
         workers: int = 0,
     ) -> None:
         self.heldout = heldout
         self._encoder = encoder
         self._open = open_index
-        self.rrf_k = rrf_k
+        self.fusion = fusion
         self.limit = limit
         self.workers = workers
         self._runs: dict[tuple[str, SearchMode], Run] = {}
@@ -132,7 +133,7 @@ class HeldOutEvaluator:
                         texts,
                         mode=mode,
                         limit=self.limit,
-                        rrf_k=self.rrf_k,
+                        fusion=self.fusion,
                         workers=self.workers,
                     )
                     self._runs[self._key(version, mode)] = hits_to_run(qids, hits)

@@ -5,7 +5,7 @@ Protocol (the one of ``shared/data/homedepot/README.md``): up to ``queries`` que
 ``seed``; every eligible query when fewer exist); the corpus is *every* product of the data
 set, not only the judged ones; each system returns its top 100; metrics and tests are those of
 :mod:`services.evaluation.metrics`. ``hybrid`` fuses SPLADE and BM25 in the engine with the
-serving RRF constant ``settings.search.rrf_k``, so its figures are those of ``GET /search``.
+serving fusion ``settings.search.hybrid_fusion()``, so its figures are those of ``GET /search``.
 
 The index is a scratch Qdrant Edge shard (SPLADE and BM25 vectors in the same points) in a
 temporary folder, never a serving index, so evaluating a version cannot overwrite the index
@@ -28,6 +28,7 @@ from services.evaluation import systems as sy
 from services.evaluation.metrics import DEFAULT_METRICS, Run, evaluate_runs
 from services.evaluation.report import EvalReport
 from services.index.base import ProductIndex
+from services.index.fusion import Fusion
 from services.metrics import OFFLINE_NDCG
 from services.registry import ModelRegistry
 from services.settings import EncoderSettings, QdrantSettings, Settings
@@ -106,7 +107,7 @@ def _index_run(
     dataset: LabelledSet,
     qids: Sequence[str],
     *,
-    rrf_k: int,
+    fusion: Fusion,
     progress: ProgressFn | None,
 ) -> Run:
     """The run of one of :data:`INDEX_SYSTEMS`; ``encoder`` is the version's (None for bm25)."""
@@ -115,7 +116,7 @@ def _index_run(
     assert encoder is not None, f"{system} needs a model version"
     if system == "splade":
         return sy.splade_run(index, encoder, dataset, qids, progress=progress)
-    return sy.hybrid_run(index, encoder, dataset, qids, rrf_k=rrf_k, progress=progress)
+    return sy.hybrid_run(index, encoder, dataset, qids, fusion=fusion, progress=progress)
 
 
 def evaluate_dataset(
@@ -151,6 +152,8 @@ def evaluate_dataset(
         "top_k": sy.LIMIT,
         "grade": dataset.notes.get("grade", f"0..{dataset.max_grade}"),
     }
+    if "hybrid" in chosen:
+        protocol["fusion"] = settings.search.hybrid_fusion().describe()
     timings: dict[str, float] = {}
 
     def report_to(stage: str, total: int) -> ProgressFn | None:
@@ -192,7 +195,7 @@ def evaluate_dataset(
                         encoder,
                         dataset,
                         qids,
-                        rrf_k=settings.search.rrf_k,
+                        fusion=settings.search.hybrid_fusion(),
                         progress=report_to(system, len(qids)),
                     )
                     timings[system] = time.perf_counter() - started

@@ -3,8 +3,7 @@
 Every offline consumer of rankings (held-out evaluation, the gate, the simulated shoppers, the
 benchmarks) goes through :func:`rank`, so they all rank exactly as ``GET /search`` does in the
 same mode: the version's own query encoder and index (the consistency rule), BM25 through the
-index's ``bm25`` vectors, and hybrid as reciprocal-rank fusion inside the engine with the
-serving constant (Cormack et al., 2009).
+index's ``bm25`` vectors, and hybrid with the serving fusion (:mod:`services.index.fusion`).
 
 Query encoding is the costly part on a CPU; distinct texts are encoded once, in a thread pool
 (ONNX Runtime releases the GIL), then searched in batches.
@@ -17,8 +16,9 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from services.encoding.base import ProgressFn, SpladeEncoder
-from services.index.base import DEFAULT_RRF_K, Hit, ProductIndex
+from services.index.base import Hit, ProductIndex
 from services.index.bm25 import Bm25Encoder
+from services.index.fusion import DEFAULT_FUSION, Fusion
 from services.settings import SearchMode
 from services.sparse import SparseVec
 
@@ -45,7 +45,7 @@ def rank(
     *,
     mode: SearchMode,
     limit: int,
-    rrf_k: int = DEFAULT_RRF_K,
+    fusion: Fusion = DEFAULT_FUSION,
     prefetch_limit: int = 100,
     workers: int = 0,
     progress: ProgressFn | None = None,
@@ -72,7 +72,7 @@ def rank(
                     lexical[t],
                     limit=limit,
                     prefetch_limit=max(prefetch_limit, limit),
-                    rrf_k=rrf_k,
+                    fusion=fusion,
                 )
                 for t in batch
             ]

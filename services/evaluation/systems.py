@@ -8,9 +8,9 @@
   baseline of ``shared/data/homedepot/README.md``.
 * ``splade`` — a model version's SPLADE vectors (Formal et al., 2021): documents in the index's
   ``splade`` named vector, queries encoded with the version's encoder.
-* ``hybrid`` — both of the above fused inside the engine by reciprocal rank (Cormack et al.,
-  2009): one prefetch per vector, ``score = Σ 1 / (k + rank)``, exactly what ``GET /search``
-  serves with ``mode=hybrid``.
+* ``hybrid`` — both of the above fused by the serving fusion (:mod:`services.index.fusion`: a
+  convex combination of min-max normalised scores, Bruch et al., 2023, or reciprocal rank in
+  the engine, Cormack et al., 2009), exactly what ``GET /search`` serves with ``mode=hybrid``.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ from services.encoding.base import ProgressFn, SpladeEncoder
 from services.errors import ConfigError
 from services.evaluation.metrics import Run
 from services.evaluation.runner import BATCH, rank
-from services.index.base import DEFAULT_RRF_K, Hit, ProductIndex
+from services.index.base import Hit, ProductIndex
+from services.index.fusion import DEFAULT_FUSION, Fusion
 from services.settings import SearchMode
 
 logger = logging.getLogger(__name__)
@@ -54,7 +55,7 @@ def _ranked_run(
     limit: int,
     progress: ProgressFn | None,
     prefetch_limit: int = LIMIT,
-    rrf_k: int = DEFAULT_RRF_K,
+    fusion: Fusion = DEFAULT_FUSION,
 ) -> Run:
     texts = [dataset.queries[qid] for qid in qids]
     hits = rank(
@@ -63,7 +64,7 @@ def _ranked_run(
         texts,
         mode=mode,
         limit=limit,
-        rrf_k=rrf_k,
+        fusion=fusion,
         prefetch_limit=prefetch_limit,
         progress=progress,
     )
@@ -108,16 +109,16 @@ def hybrid_run(
     *,
     limit: int = LIMIT,
     prefetch_limit: int = LIMIT,
-    rrf_k: int = DEFAULT_RRF_K,
+    fusion: Fusion = DEFAULT_FUSION,
     progress: ProgressFn | None = None,
 ) -> Run:
-    """SPLADE and BM25 fused by reciprocal rank in the engine (Cormack et al., 2009,
-    "Reciprocal Rank Fusion outperforms Condorcet and individual rank learning methods").
+    """SPLADE and BM25 fused by ``fusion`` (:mod:`services.index.fusion`).
 
     Each query is encoded by ``encoder`` (the version's own) and by the BM25 query encoder, and
     answered by :meth:`ProductIndex.hybrid_search` with the serving defaults (each candidate
-    list ``max(prefetch_limit, limit)`` deep, RRF constant ``rrf_k``), so the figures are those
-    of ``GET /search?mode=hybrid``. A query with neither vector returns nothing (scores 0).
+    list ``max(prefetch_limit, limit)`` deep; pass ``settings.search.hybrid_fusion()``), so the
+    figures are those of ``GET /search?mode=hybrid``. A query with neither vector returns
+    nothing (scores 0).
     """
     return _ranked_run(
         index,
@@ -128,7 +129,7 @@ def hybrid_run(
         limit=limit,
         progress=progress,
         prefetch_limit=prefetch_limit,
-        rrf_k=rrf_k,
+        fusion=fusion,
     )
 
 

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from pydantic import BaseModel, Field
 
 from services.products import Product
 from services.sparse import SparseVec
+
+if TYPE_CHECKING:  # fusion.py needs Hit from here
+    from services.index.fusion import Fusion
 
 QDRANT_RRF_K = 2
 """Qdrant's own default RRF constant: score = sum over lists of 1 / (k + rank)."""
@@ -99,10 +102,10 @@ class ProductIndex(Protocol):
         offset: int = 0,
         filters: SearchFilters | None = None,
         prefetch_limit: int = 100,
-        rrf_k: int = DEFAULT_RRF_K,
+        fusion: Fusion = ...,
     ) -> list[Hit]:
-        """SPLADE and BM25 candidates fused in the engine by reciprocal rank (Cormack et al.,
-        2009, "Reciprocal Rank Fusion outperforms Condorcet and individual rank learning")."""
+        """SPLADE and BM25 candidates fused by ``fusion`` (:mod:`services.index.fusion`: a
+        convex combination of normalised scores, or reciprocal rank in the engine)."""
 
     def finalize(self) -> None:
         """Call once after bulk indexing (optimizes and flushes where that helps)."""

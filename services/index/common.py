@@ -10,7 +10,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
 
-from services.index.base import DEFAULT_RRF_K, Hit, IndexStamp, SearchFilters, VectorName
+from services.index.base import Hit, IndexStamp, SearchFilters, VectorName
+from services.index.fusion import DEFAULT_FUSION, Fusion, convex
 from services.index.ids import point_id, to_payload
 from services.products import Product
 from services.sparse import SparseVec
@@ -105,24 +106,30 @@ class SparseIndexBase(ABC):
         offset: int = 0,
         filters: SearchFilters | None = None,
         prefetch_limit: int = 100,
-        rrf_k: int = DEFAULT_RRF_K,
+        fusion: Fusion = DEFAULT_FUSION,
     ) -> list[Hit]:
         """SPLADE and BM25 candidates (each ``max(prefetch_limit, limit + offset)`` deep,
-        filtered) fused by reciprocal rank ``Σ 1 / (k + rank)``; best first."""
+        filtered) fused by ``fusion`` (:mod:`services.index.fusion`); best first."""
         check_page(limit, offset)
-        if rrf_k < 1:
-            raise ValueError(f"rrf_k must be >= 1; got {rrf_k}")
         named: dict[VectorName, SparseVec] = {"splade": splade_vec, "bm25": bm25_vec}
         live = {name: vec for name, vec in named.items() if len(vec)}
         if not live:
             return []
         window = limit + offset
         depth = max(prefetch_limit, window)
-        # Equal RRF scores (the same ranks in different lists) come back from the engine in
-        # no fixed order. Fetch the page with the whole window before it plus a margin, order
-        # ties by product id and slice: a query always gets the same list, and pages continue
-        # each other exactly.
-        fused = self._fused(live, window + TIE_MARGIN, 0, filters or None, depth, rrf_k)
+        if fusion.method == "rrf":
+            # Equal RRF scores (the same ranks in different lists) come back from the engine
+            # in no fixed order. Fetch the page with the whole window before it plus a margin,
+            # order ties by product id and slice: a query always gets the same list, and pages
+            # continue each other exactly.
+            fused = self._fused(live, window + TIE_MARGIN, 0, filters or None, depth, fusion.rrf_k)
+        else:
+            # Each list whole (depth deep): min-max normalisation needs its worst candidate.
+            lists = {
+                name: self._nearest(vec, name, depth, 0, filters or None)
+                for name, vec in live.items()
+            }
+            fused = convex(lists, fusion)
         fused.sort(key=lambda h: (-h.score, h.product_id))
         return fused[offset:window]
 

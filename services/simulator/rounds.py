@@ -28,7 +28,7 @@ from services.evaluation.heldout import IndexOpener
 from services.evaluation.runner import rank
 from services.events import Arm, InteractionEvent, QueryEvent
 from services.identity import client_key, in_canary
-from services.index.base import DEFAULT_RRF_K
+from services.index.fusion import DEFAULT_FUSION, Fusion
 from services.interleaving import TEAM_A, rng_for, team_draft
 from services.settings import SearchMode, SimulatorSettings
 from services.simulator.behaviour import Reaction, ShopperBehaviour, searches_in_session
@@ -62,14 +62,14 @@ class ServedLists:
         *,
         mode: SearchMode,
         k: int,
-        rrf_k: int = DEFAULT_RRF_K,
+        fusion: Fusion = DEFAULT_FUSION,
         workers: int = 0,
     ) -> None:
         self._open = open_index
         self._encoder = encoder
         self.mode = mode
         self.k = k
-        self.rrf_k = rrf_k
+        self.fusion = fusion
         self.workers = workers
         self._lists: dict[str, dict[str, list[str]]] = {}
 
@@ -87,7 +87,7 @@ class ServedLists:
                 todo,
                 mode=self.mode,
                 limit=self.k,
-                rrf_k=self.rrf_k,
+                fusion=self.fusion,
                 workers=self.workers,
             )
         known.update(

@@ -267,8 +267,8 @@ def adopt_scratch_index(settings: Settings, version: str) -> None:
 
 
 def test_hybrid_is_what_get_search_serves(indexed_home: IndexedHome, tmp_path: Path) -> None:
-    """`hybrid` fuses in the engine with settings.search.rrf_k: on the same index its figures
-    are those of GET /search?mode=hybrid. (Two builds of one catalog may order equal BM25
+    """`hybrid` fuses with settings.search's fusion: on the same index its figures are those
+    of GET /search?mode=hybrid. (Two builds of one catalog may order equal BM25
     scores differently, and RRF inherits that, so the server here serves the evaluation's own
     scratch index.)"""
     import shutil
@@ -280,7 +280,7 @@ def test_hybrid_is_what_get_search_serves(indexed_home: IndexedHome, tmp_path: P
     from services.synthetic import generate_labelled_set
 
     settings = indexed_home.settings.model_copy(deep=True)
-    settings.search.rrf_k = 7  # not the default: the evaluation must take the setting
+    settings.search.splade_weight = 0.7  # not the default: the evaluation must take the setting
     labelled = generate_labelled_set(indexed_home.products[:200])
     work = tmp_path / "work"
     report = evaluate_dataset(
@@ -293,6 +293,7 @@ def test_hybrid_is_what_get_search_serves(indexed_home: IndexedHome, tmp_path: P
     )
     assert report.systems == ["bm25", "splade", "hybrid"]
     assert set(report.p_values) == {"splade", "hybrid"}
+    assert report.protocol["fusion"] == "convex α=0.7"
     qids = list(report.per_query["hybrid"])
     assert len(qids) == 30
     served_settings = settings.model_copy(deep=True)

@@ -17,6 +17,7 @@ from qdrant_client import QdrantClient
 from services.index.base import Hit, SearchFilters, VectorName
 from services.index.bm25 import Bm25Encoder
 from services.index.edge import EdgeIndex
+from services.index.fusion import Fusion
 from services.index.server import QdrantServerIndex
 from services.products import Product
 from services.settings import FilterKind
@@ -168,12 +169,14 @@ def test_congruence_filters(
         )
 
 
-@pytest.mark.parametrize("rrf_k", [2, 60])
+@pytest.mark.parametrize(
+    "fusion", [Fusion("rrf", rrf_k=2), Fusion("rrf", rrf_k=60), Fusion("convex", 0.4)]
+)
 @pytest.mark.parametrize("filters", [None, FILTERS[3]])
-def test_congruence_hybrid_rrf(
+def test_congruence_hybrid(
     data: Data,
     backends: tuple[EdgeIndex, QdrantServerIndex],
-    rrf_k: int,
+    fusion: Fusion,
     filters: SearchFilters | None,
 ) -> None:
     edge, server = backends
@@ -182,7 +185,7 @@ def test_congruence_hybrid_rrf(
     for splade, bm25 in pairs:
         hits = [
             index.hybrid_search(
-                splade, bm25, limit=10, filters=filters, prefetch_limit=50, rrf_k=rrf_k
+                splade, bm25, limit=10, filters=filters, prefetch_limit=50, fusion=fusion
             )
             for index in (edge, server)
         ]

@@ -14,6 +14,7 @@ from services.errors import SearchIndexError
 from services.index.base import Hit, SearchFilters
 from services.index.bm25 import Bm25Encoder
 from services.index.edge import EdgeIndex
+from services.index.fusion import Fusion, min_max
 from services.index.ids import point_id
 from services.products import Product
 from services.settings import FilterKind
@@ -161,11 +162,28 @@ def test_search_batch_equals_single_searches(index: EdgeIndex, corpus: Corpus) -
 
 def test_hybrid_search_fuses_both_rankings(index: EdgeIndex, corpus: Corpus) -> None:
     bm25 = corpus.encoder.encode_query("hiking boots")
-    hits = index.hybrid_search(corpus.splade[-1], bm25, limit=5)
-    assert hits[0].product_id == "sku-boots"  # first in both lists (rank 0): 2 / (k + 0)
-    assert hits[0].score == pytest.approx(2 / 60)  # the default constant, Cormack et al.'s
-    qdrant_k = index.hybrid_search(corpus.splade[-1], bm25, limit=5, rrf_k=2)
+    rrf = index.hybrid_search(corpus.splade[-1], bm25, limit=5, fusion=Fusion("rrf"))
+    assert rrf[0].product_id == "sku-boots"  # first in both lists (rank 0): 2 / (k + 0)
+    assert rrf[0].score == pytest.approx(2 / 60)  # the default constant, Cormack et al.'s
+    qdrant_k = index.hybrid_search(corpus.splade[-1], bm25, limit=5, fusion=Fusion("rrf", rrf_k=2))
     assert qdrant_k[0].product_id == "sku-boots" and qdrant_k[0].score == pytest.approx(1.0)
+    # The default: the best of both lists scores α·1 + (1 − α)·1; every score is the convex
+    # combination of the two lists' min-max normalised scores.
+    hits = index.hybrid_search(corpus.splade[-1], bm25, limit=5)
+    assert hits[0].product_id == "sku-boots" and hits[0].score == pytest.approx(1.0)
+    splade = index.search(corpus.splade[-1], limit=100)
+    lexical = index.search(bm25, using="bm25", limit=100)
+    norm = {name: min_max(found) for name, found in (("splade", splade), ("bm25", lexical))}
+    for hit in hits:
+        expected = 0.4 * norm["splade"].get(hit.product_id, 0.0) + 0.6 * norm["bm25"].get(
+            hit.product_id, 0.0
+        )
+        assert hit.score == pytest.approx(expected)
+    # α = 0 is BM25's ranking (ties by product id, as every fused list)
+    n = min(5, len(lexical))
+    only_bm25 = index.hybrid_search(corpus.splade[-1], bm25, limit=n, fusion=Fusion("convex", 0.0))
+    by_score = sorted(lexical, key=lambda h: (-h.score, h.product_id))
+    assert [h.product_id for h in only_bm25] == [h.product_id for h in by_score[:n]]
     brand = SearchFilters(keywords={"brand": ("globex",)})
     assert all(
         h.payload["brand"] == "globex"
