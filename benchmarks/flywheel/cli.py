@@ -22,6 +22,7 @@ logger = logging.getLogger("benchmarks.flywheel")
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     d = BenchConfig()
+    search = Settings().search  # FLYWHEEL_SEARCH__* set the fusion's defaults, as for serving
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.flywheel",
         description=(__doc__ or "").split("\n\n")[0],
@@ -68,18 +69,21 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--fusion",
         choices=["convex", "rrf"],
-        default=d.fusion,
+        default=search.fusion,
         help="fusion of the hybrid mode, served, gated and evaluated (default: what GET /search "
         "serves, search.fusion)",
     )
     parser.add_argument(
         "--splade-weight",
         type=float,
-        default=d.splade_weight,
+        default=search.splade_weight,
         help="SPLADE's share of the convex fusion (search.splade_weight)",
     )
     parser.add_argument(
-        "--rrf-k", type=int, default=d.rrf_k, help="RRF constant of --fusion rrf (search.rrf_k)"
+        "--rrf-k",
+        type=int,
+        default=search.rrf_k,
+        help="RRF constant of --fusion rrf (search.rrf_k)",
     )
     parser.add_argument(
         "--threads", type=int, default=d.threads, help="query-encoding threads (0: every core)"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.fusion import run_fusion, samples
+from benchmarks.fusion import Results, run_fusion, samples
 from services.synthetic import generate_labelled_set
 from tests.conftest import IndexedHome
 
@@ -25,8 +25,19 @@ def test_every_fusion_is_measured_on_both_samples(
     indexed_home: IndexedHome, tmp_path: Path
 ) -> None:
     labelled = generate_labelled_set(indexed_home.products)
-    kwargs = {"queries": 15, "dev_seed": 7, "weights": [0.0, 0.4], "work": tmp_path}
-    results = run_fusion(indexed_home.settings, indexed_home.version, labelled, **kwargs)
+
+    def run() -> Results:
+        return run_fusion(
+            indexed_home.settings,
+            indexed_home.version,
+            labelled,
+            queries=15,
+            dev_seed=7,
+            weights=[0.0, 0.4],
+            work=tmp_path,
+        )
+
+    results = run()
     expected = {"BM25", "SPLADE", "RRF k=60", "RRF k=2", "convex α=0", "convex α=0.4"}
     for means, p, timing in results.values():
         assert set(means) == expected
@@ -35,5 +46,5 @@ def test_every_fusion_is_measured_on_both_samples(
         assert all(0 < p50 <= p99 for p50, p99 in timing.values())
         assert p["BM25"] == 1.0
     # The index is built once: a second run reopens it and scores the same.
-    again = run_fusion(indexed_home.settings, indexed_home.version, labelled, **kwargs)
+    again = run()
     assert again["protocol"][0] == results["protocol"][0]
