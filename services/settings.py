@@ -90,7 +90,7 @@ class SearchSettings(BaseModel):
         "(benchmarks/flywheel; README: 'Default search mode').",
     )
     fusion: FusionMethod = Field(
-        default="convex",
+        default="rrf",
         description="How hybrid mode fuses the SPLADE and BM25 lists: 'convex' (splade_weight "
         "times the min-max normalised SPLADE scores plus the rest times BM25's; Bruch et al., "
         "2023) or 'rrf' (reciprocal rank in the engine, constant rrf_k). README: 'Default "

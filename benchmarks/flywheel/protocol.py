@@ -90,7 +90,7 @@ class BenchConfig:
     """Sessions between two looks of the canary controller."""
     canary_looks: int = 10
     """Looks before the round moves on (the canary keeps its pointer if still undecided)."""
-    fusion: FusionMethod = "convex"
+    fusion: FusionMethod = "rrf"
     """Fusion of the hybrid mode, served, gated and evaluated (``search.fusion``)."""
     splade_weight: float = DEFAULT_SPLADE_WEIGHT
     """SPLADE's share of the convex fusion (``search.splade_weight``)."""

@@ -280,7 +280,8 @@ def test_hybrid_is_what_get_search_serves(indexed_home: IndexedHome, tmp_path: P
     from services.synthetic import generate_labelled_set
 
     settings = indexed_home.settings.model_copy(deep=True)
-    settings.search.splade_weight = 0.7  # not the default: the evaluation must take the setting
+    # not the default: the evaluation must take the setting
+    settings.search.fusion, settings.search.splade_weight = "convex", 0.7
     labelled = generate_labelled_set(indexed_home.products[:200])
     work = tmp_path / "work"
     report = evaluate_dataset(

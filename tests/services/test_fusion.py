@@ -9,6 +9,8 @@ from services.index.base import Hit
 from services.index.fusion import DEFAULT_FUSION, Fusion, convex, min_max
 from services.settings import SearchSettings
 
+CONVEX = Fusion("convex", 0.4)
+
 
 def hits(*scored: tuple[str, float]) -> list[Hit]:
     return [Hit(pid, score, {"title": pid}) for pid, score in scored]
@@ -24,14 +26,14 @@ def test_min_max_scales_each_list_to_unit_range() -> None:
 def test_convex_combines_normalised_scores_and_absent_is_zero() -> None:
     splade = hits(("a", 30.0), ("b", 20.0), ("c", 10.0))
     bm25 = hits(("c", 9.0), ("d", 6.0), ("a", 3.0))
-    fused = {h.product_id: h.score for h in convex({"splade": splade, "bm25": bm25}, Fusion())}
+    fused = {h.product_id: h.score for h in convex({"splade": splade, "bm25": bm25}, CONVEX)}
     assert fused == pytest.approx(
         {"a": 0.4 * 1.0 + 0.6 * 0.0, "b": 0.4 * 0.5, "c": 0.4 * 0.0 + 0.6 * 1.0, "d": 0.6 * 0.5}
     )
     # Scale-free: multiplying one list's scores changes nothing (ranks alone would not see the
     # margins; raw scores would let the larger scale win).
     scaled = hits(*((h.product_id, h.score * 1000) for h in bm25))
-    again = {h.product_id: h.score for h in convex({"splade": splade, "bm25": scaled}, Fusion())}
+    again = {h.product_id: h.score for h in convex({"splade": splade, "bm25": scaled}, CONVEX)}
     assert again == pytest.approx(fused)
 
 
@@ -47,7 +49,7 @@ def test_convex_weight_moves_the_ranking_between_the_lists() -> None:
 
 
 def test_convex_keeps_payloads() -> None:
-    fused = convex({"bm25": hits(("x", 1.0))}, Fusion())
+    fused = convex({"bm25": hits(("x", 1.0))}, CONVEX)
     assert fused == [Hit("x", 0.6, {"title": "x"})]
 
 
@@ -66,8 +68,10 @@ def test_bad_fusion_is_refused(kwargs: dict[str, object], message: str) -> None:
 
 def test_settings_build_the_served_fusion() -> None:
     assert SearchSettings().hybrid_fusion() == DEFAULT_FUSION
-    assert DEFAULT_FUSION.describe() == "convex α=0.4"
-    rrf = SearchSettings(fusion="rrf", rrf_k=7).hybrid_fusion()
+    assert DEFAULT_FUSION.describe() == "RRF k=60"
+    rrf = SearchSettings(rrf_k=7).hybrid_fusion()
     assert (rrf.method, rrf.rrf_k, rrf.describe()) == ("rrf", 7, "RRF k=7")
+    convex = SearchSettings(fusion="convex").hybrid_fusion()
+    assert (convex.method, convex.describe()) == ("convex", "convex α=0.4")
     with pytest.raises(ValueError, match="splade_weight"):
         SearchSettings(splade_weight=-0.1)
