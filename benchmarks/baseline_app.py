@@ -2,8 +2,8 @@
 service that encodes queries with eager PyTorch.
 
 It serves the same model version from the same Qdrant index as ``flywheel serve`` and answers
-the same ``GET /search?q=&k=&mode=`` (``splade``, ``bm25``, ``hybrid`` with the same RRF
-constant), but with none of Flywheel's serving path: no ONNX Runtime (the masked LM runs in
+the same ``GET /search?q=&k=&mode=`` (``splade``, ``bm25``, ``hybrid`` with the same
+fusion), but with none of Flywheel's serving path: no ONNX Runtime (the masked LM runs in
 eager PyTorch through :class:`~services.encoding.torch_splade.TorchSpladeEncoder`, with
 PyTorch's default threads unless ``--threads`` says otherwise), no model holder or hot swap,
 no validation beyond FastAPI's, no query logging to Kafka, no routing, no Flywheel middleware

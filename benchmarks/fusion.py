@@ -28,6 +28,7 @@ from benchmarks.common import machine
 from services.datasets.base import LabelledSet
 from services.datasets.loader import load_dataset
 from services.datasets.protocol import sample_queries
+from services.encoding.versions import onnx_encoder
 from services.errors import SearchIndexError
 from services.evaluation.metrics import evaluate_runs
 from services.evaluation.systems import LIMIT, hits_to_run
@@ -92,11 +93,11 @@ def measure(
     chosen: dict[str, Fusion],
 ) -> tuple[dict[str, float], dict[str, float], dict[str, tuple[float, float]]]:
     """(nDCG@10 by system, p against BM25 by system, retrieval ms p50/p99 by fusion)."""
+    splade = [vectors[q][0] for q in qids]
+    lexical = [vectors[q][1] for q in qids]
     runs = {
-        "BM25": hits_to_run(
-            qids, [index.search(vectors[q][1], using="bm25", limit=LIMIT) for q in qids]
-        ),
-        "SPLADE": hits_to_run(qids, [index.search(vectors[q][0], limit=LIMIT) for q in qids]),
+        "BM25": hits_to_run(qids, index.search_batch(lexical, using="bm25", limit=LIMIT)),
+        "SPLADE": hits_to_run(qids, index.search_batch(splade, limit=LIMIT)),
     }
     timing: dict[str, tuple[float, float]] = {}
     for name, fusion in chosen.items():
@@ -131,13 +132,14 @@ def run_fusion(
 ) -> Results:
     """Index (or reopen) ``version`` under ``work``, encode each query once, measure both
     samples."""
-    from services.evaluation.protocol import _query_encoder
-
     sets = samples(labelled, queries, dev_seed)
     chosen = fusions(weights)
     index = open_or_build(settings, version, labelled, work)
     try:
-        encoder = _query_encoder(settings, ModelRegistry(settings.registry_dir), version)
+        # The serving path's query encoder (ONNX), as `flywheel eval` uses.
+        encoder = onnx_encoder(
+            ModelRegistry(settings.registry_dir), version, threads=settings.encoder.threads
+        )
         bm25 = Bm25Encoder()
         texts = {q: labelled.queries[q] for qids in sets.values() for q in qids}
         vectors = {q: (encoder.encode_query(t), bm25.encode_query(t)) for q, t in texts.items()}

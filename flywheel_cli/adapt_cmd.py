@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.progress import TaskID
+from rich.progress import Progress, TaskID
 
 from flywheel_cli.ui import IdColumn, TextColumns, console, fail, progress_bar, read_catalog
 from services.errors import FlywheelError
 from services.settings import Settings
+
+if TYPE_CHECKING:
+    from retrainer.adapt.run import AdaptOutcome, AdaptProgress
 
 app = typer.Typer()
 
@@ -65,26 +68,36 @@ def adapt(
     try:
         products = read_catalog(catalog, id_column, text_column)
         with progress_bar() as bar:
-            tasks: dict[str, TaskID] = {}
-
-            def show(stage: str, done: int, total: int) -> None:
-                if stage == "gate":
-                    console.print("· gating against production")
-                    return
-                if stage not in tasks:
-                    tasks[stage] = bar.add_task(STAGES.get(stage, stage), total=total or None)
-                bar.update(tasks[stage], completed=done, total=total or None)
-
             outcome = adapt_catalog(
                 settings,
                 products,
                 use_llm=llm,
                 promote=promote,
-                progress=show,
+                progress=stage_bars(bar),
                 actor=f"cli:{default_actor()}",
             )
     except FlywheelError as exc:
         raise fail(exc) from exc
+    print_outcome(outcome)
+
+
+def stage_bars(bar: Progress) -> AdaptProgress:
+    """A progress callback of ``adapt_catalog``: one bar per stage (with its time estimate)."""
+    tasks: dict[str, TaskID] = {}
+
+    def show(stage: str, done: int, total: int) -> None:
+        if stage == "gate":
+            console.print("· gating against production")
+            return
+        if stage not in tasks:
+            tasks[stage] = bar.add_task(STAGES.get(stage, stage), total=total or None)
+        bar.update(tasks[stage], completed=done, total=total or None)
+
+    return show
+
+
+def print_outcome(outcome: AdaptOutcome) -> None:
+    """What adapting made, the catalog guard's figures and the gate's outcome."""
     training = outcome.training
     console.print(
         f"{outcome.version}: {training['pairs']['examples']} triples from "

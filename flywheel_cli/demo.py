@@ -22,7 +22,7 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from pydantic import SecretStr
@@ -38,6 +38,9 @@ from services.net import free_port
 from services.registry import ModelRegistry
 from services.settings import SearchMode, Settings
 from services.simulator import IntentPool, ShopperTraffic, TrafficStats, load_intents
+
+if TYPE_CHECKING:
+    from retrainer.adapt.run import AdaptOutcome
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +70,7 @@ def demo_settings(base: Settings, home: Path, ports: tuple[int, int]) -> Setting
     settings.ingest.store.derived.attribution_window_s = 3.0
     settings.train.max_examples = min(settings.train.max_examples, cfg.train_examples)
     settings.train.learning_rate = cfg.learning_rate
+    settings.adapt.pairs = cfg.adapt_pairs
     settings.retrain.canary_fraction = cfg.canary_fraction
     settings.retrain.drop_rejected_index = False  # each round measures the candidate, passed or not
     settings.retrain.canary.max_lists_per_arm = cfg.max_lists_per_arm
@@ -91,6 +95,29 @@ def _bootstrap(settings: Settings, pool: IntentPool) -> None:
     with progress_bar() as bar:
         task = bar.add_task(f"indexing {len(products)} products with v1", total=len(products))
         bootstrap_home(settings, products, model="bundled", progress=lambda n: bar.advance(task, n))
+
+
+def _adapt(settings: Settings, pool: IntentPool) -> AdaptOutcome:
+    """``flywheel adapt --promote`` on the demo catalog: no labels, and no query of the
+    held-out side (the table's test queries) among the generated ones."""
+    from flywheel_cli.adapt_cmd import print_outcome, stage_bars
+    from retrainer.adapt.run import adapt_catalog
+
+    console.print(
+        f"adapting v1 to the catalog ({settings.adapt.pairs} generated pairs; "
+        "FLYWHEEL_DEMO__ADAPT_PAIRS)"
+    )
+    with progress_bar() as bar:
+        outcome = adapt_catalog(
+            settings,
+            use_llm=False,
+            promote=True,
+            progress=stage_bars(bar),
+            actor="demo",
+            exclude_queries=[pool.labelled.queries[q] for q in pool.heldout_ids],
+        )
+    print_outcome(outcome)
+    return outcome
 
 
 class HeldOut:
@@ -336,6 +363,14 @@ def demo(
     fresh: Annotated[
         bool, typer.Option(help="Start from an empty demo home ($FLYWHEEL_HOME/demo).")
     ] = True,
+    adapt: Annotated[
+        bool | None,
+        typer.Option(
+            "--adapt/--no-adapt",
+            help="Adapt v1 to the catalog before the shoppers arrive (flywheel adapt, no "
+            "labels; minutes not counted in --max-minutes). Default: FLYWHEEL_DEMO__ADAPT.",
+        ),
+    ] = None,
 ) -> None:
     """Run the flywheel end to end on simulated shoppers, then write reports/flywheel.html."""
     base = Settings()
@@ -347,6 +382,7 @@ def demo(
         "storefront_port": storefront_port,
         "max_minutes": max_minutes,
         "report": report,
+        "adapt": adapt,
     }
     base.demo = base.demo.model_copy(update={k: v for k, v in overrides.items() if v is not None})
     cfg = base.demo
@@ -362,9 +398,14 @@ def demo(
         pool = load_intents(settings.simulator, products=cfg.products)
         from services.registry import ModelRegistry
 
+        adapted = None
         if ModelRegistry(settings.registry_dir).pointers().production is None:
             _bootstrap(settings, pool)
-        _run(settings, pool, ports, deadline)
+            if cfg.adapt:
+                adapted = _adapt(settings, pool)
+                # The time bound is the shopping's: adapting is a one-off set-up step.
+                deadline = time.monotonic() + cfg.max_minutes * 60
+        _run(settings, pool, ports, deadline, adapted)
     except FlywheelError as exc:
         raise fail(exc) from exc
 
@@ -410,7 +451,13 @@ def _log_to_file(path: Path) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
-def _run(settings: Settings, pool: IntentPool, ports: tuple[int, int], deadline: float) -> None:
+def _run(
+    settings: Settings,
+    pool: IntentPool,
+    ports: tuple[int, int],
+    deadline: float,
+    adapted: AdaptOutcome | None = None,
+) -> None:
     cfg = settings.demo
     _log_to_file(settings.home / "demo.log")
     finished = False
@@ -441,7 +488,7 @@ def _run(settings: Settings, pool: IntentPool, ports: tuple[int, int], deadline:
                     target=_refresh, args=(live, loop, stop_shoppers), daemon=True
                 )
                 refresher.start()
-                loop.rounds.append(_round_zero(loop))
+                loop.rounds += _round_zero(loop, adapted)
                 for number in range(1, cfg.rounds + 1):
                     loop.phase = f"round {number}: shoppers shopping"
                     target = traffic.stats.events_sent + cfg.events_per_round
@@ -462,22 +509,49 @@ def _run(settings: Settings, pool: IntentPool, ports: tuple[int, int], deadline:
     console.print(f"events are in {settings.store_path}")
 
 
-def _round_zero(loop: Loop) -> RoundRecord:
-    """The starting point: the bundled model and BM25 on the held-out queries."""
+def _round_zero(loop: Loop, adapted: AdaptOutcome | None) -> list[RoundRecord]:
+    """The starting point: the bundled model and BM25 on the held-out queries, then (with
+    ``--adapt``) the adapted model and what its gate decided."""
     from services.registry import ModelRegistry
 
     production = ModelRegistry(loop.settings.registry_dir).pointers().production
     assert production is not None
     loop.phase = "round 0: measuring the bundled model"
-    return RoundRecord(
-        round=0,
-        production=production,
-        canary=None,
-        decision="start: bundled SPLADE off the shelf",
-        outcome="start",
-        heldout_ndcg=loop.heldout.measure(production, bm25=True),
-        seconds=round(time.monotonic() - loop.started, 1),
-    )
+    first = adapted.version if adapted and adapted.status == "production" else None
+    bundled = ModelRegistry(loop.settings.registry_dir).versions()[0] if first else production
+    rows = [
+        RoundRecord(
+            round=0,
+            production=bundled,
+            canary=None,
+            decision="start: bundled SPLADE off the shelf",
+            outcome="start",
+            heldout_ndcg=loop.heldout.measure(bundled, bm25=True),
+            seconds=round(time.monotonic() - loop.started, 1),
+        )
+    ]
+    if adapted is not None:
+        candidate = adapted.version
+        decision = f"adapt: {adapted.status} ({adapted.message})"
+        if adapted.decision is not None:
+            decision = f"adapt: {adapted.decision.summary()}"
+        heldout = loop.heldout.measure(production, bm25=True)
+        if candidate and candidate != production:
+            heldout |= loop.heldout.measure(candidate)
+        rows.append(
+            RoundRecord(
+                round=0,
+                production=production,
+                canary=candidate if candidate != production else None,
+                decision=decision,
+                outcome=f"adapted: {production}"
+                if first
+                else f"adapt {adapted.status} {candidate or ''}".strip(),
+                heldout_ndcg=heldout,
+                seconds=round(time.monotonic() - loop.started, 1),
+            )
+        )
+    return rows
 
 
 def _refresh(live: Live, loop: Loop, stop: threading.Event) -> None:

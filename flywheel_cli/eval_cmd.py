@@ -59,8 +59,8 @@ def eval_command(
     systems: Annotated[
         str,
         typer.Option(
-            help="Comma-separated systems: bm25 (Qdrant), bm25s, splade, hybrid (RRF of splade "
-            "and bm25 in the engine, as GET /search serves it)."
+            help="Comma-separated systems: bm25 (Qdrant), bm25s, splade, hybrid (splade and "
+            "bm25 fused by search.fusion, as GET /search serves it)."
         ),
     ] = "bm25,splade",
     queries: Annotated[

@@ -35,14 +35,28 @@ def index(
             "checkpoint ('bundled', a path) to register as a new version first."
         ),
     ] = None,
+    adapt: Annotated[
+        bool,
+        typer.Option(
+            help="On a new home, then adapt its first model to the catalog (`flywheel adapt "
+            "--promote`: generated queries, no labels; production once its gate passes)."
+        ),
+    ] = False,
 ) -> None:
     """Index a catalog: on a new home the bundled model becomes v1 production; on a home that
     serves, a new catalog becomes a new version that production switches to atomically."""
     from services.indexing import index_catalog
-    from services.registry import default_actor
+    from services.registry import ModelRegistry, default_actor
 
     settings = Settings()
+    actor = f"cli:{default_actor()}"
     try:
+        new_home = ModelRegistry(settings.registry_dir).pointers().production is None
+        if adapt and not new_home:
+            raise ConfigError(
+                "--adapt adapts a new home's first model; on a home that serves run "
+                "`flywheel adapt` (its candidate becomes a canary)."
+            )
         products = read_catalog(catalog, id_column, text_column)
         with progress_bar() as bar:
             task = bar.add_task("indexing", total=len(products) if products else None)
@@ -51,7 +65,7 @@ def index(
                 products,
                 model=model,
                 progress=lambda n: bar.advance(task, n),
-                actor=f"cli:{default_actor()}",
+                actor=actor,
             )
     except FlywheelError as exc:
         raise fail(exc) from exc
@@ -64,8 +78,22 @@ def index(
         )
     console.print(
         f"indexed [bold]{done.points}[/bold] products with {done.version}; production = "
-        f"{done.production}. Next: `flywheel serve`."
+        f"{done.production}."
     )
+    if not adapt:
+        hint = " (or `flywheel adapt --promote` first: README, 'Day one')" if new_home else ""
+        console.print(f"Next: `flywheel serve`{hint}.")
+        return
+    from flywheel_cli.adapt_cmd import print_outcome, stage_bars
+    from retrainer.adapt.run import adapt_catalog
+
+    try:
+        with progress_bar() as bar:
+            outcome = adapt_catalog(settings, promote=True, progress=stage_bars(bar), actor=actor)
+    except FlywheelError as exc:
+        raise fail(exc) from exc
+    print_outcome(outcome)
+    console.print("Next: `flywheel serve`.")
 
 
 @app.command()

@@ -16,8 +16,9 @@ Three checks, each recorded with its figures (:class:`services.decisions.GateChe
 * ``reference``: the same guard evidence against a fixed reference version (the first
   production by default), so losses below each round's margin cannot add up round after round.
 
-Both models retrieve from their own index (the consistency rule), on the same queries, in the
-serving mode.
+Both models retrieve from their own index (the consistency rule), on the same queries: the
+held-out check in the serving mode (what shoppers would get), the guard and reference checks
+in ``retrain.guard_mode`` (SPLADE alone by default: whether the model itself forgot).
 """
 
 from __future__ import annotations

@@ -3,7 +3,9 @@ so feedback that drifts (or is poisoned) cannot pass the gate on its own terms.
 
 The guard corpus is the judged products of the sampled queries plus distractors; each model
 (production, candidate and the fixed reference) gets its own index of it, built with its own
-encoder (the consistency rule), and is ranked in the serving mode.
+encoder (the consistency rule), and is ranked in ``retrain.guard_mode``: by default SPLADE
+alone, since a guard asks whether the model forgot, and fused with BM25 the loss is diluted
+(most by the convex fusion, where BM25 weighs 0.6; README, "Gate").
 """
 
 from __future__ import annotations
@@ -69,7 +71,7 @@ def guard_report(
             open_index=lambda version: nullcontext(indexes[version]),
             fusion=settings.search.hybrid_fusion(),
         )
-        mode = settings.search.default_mode
+        mode = settings.retrain.guard_mode
         return evaluator.report(
             {name: (version, mode) for name, (version, _) in models.items()},
             baseline=baseline,
@@ -104,12 +106,14 @@ def guard_evidence(
             baseline=baseline,
             exclude_texts=exclude_texts,
         )
-        return report, f"labelled guard set {report.dataset}"
+        return report, f"labelled guard set {report.dataset}, {_ranked(settings)}"
     known = catalog_guard()
     encoders = {version: encoder for version, encoder, _ in models.values()}
     indexes = {version: index for version, _, index in models.values()}
-    mode = settings.search.default_mode
-    systems = {role: (version, mode) for role, (version, _, _) in models.items()}
+    mode = settings.retrain.guard_mode
+    systems: dict[str, tuple[str, SearchMode]] = {
+        role: (version, mode) for role, (version, _, _) in models.items()
+    }
     systems.update(extra_systems or {})
     report = HeldOutEvaluator(
         known,
@@ -117,7 +121,12 @@ def guard_evidence(
         open_index=lambda version: nullcontext(indexes[version]),
         fusion=settings.search.hybrid_fusion(),
     ).report(systems, baseline=baseline, dataset=known.name)
-    return report, catalog_evidence
+    return report, f"{catalog_evidence}, {_ranked(settings)}"
+
+
+def _ranked(settings: Settings) -> str:
+    mode = settings.retrain.guard_mode
+    return "the model alone (SPLADE)" if mode == "splade" else f"ranked in {mode} mode"
 
 
 def guard_spec(settings: Settings) -> str | None:

@@ -18,6 +18,7 @@ from services.kafka.config import KafkaSettings
 
 FilterKind = Literal["keyword", "range"]
 SearchMode = Literal["splade", "bm25", "hybrid"]
+GuardMode = Literal["splade", "hybrid"]
 """Retrieval modes of GET /search: the SPLADE vector, BM25, or both fused by reciprocal rank."""
 
 
@@ -90,7 +91,7 @@ class SearchSettings(BaseModel):
         "(benchmarks/flywheel; README: 'Default search mode').",
     )
     fusion: FusionMethod = Field(
-        default="rrf",
+        default="convex",
         description="How hybrid mode fuses the SPLADE and BM25 lists: 'convex' (splade_weight "
         "times the min-max normalised SPLADE scores plus the rest times BM25's; Bruch et al., "
         "2023) or 'rrf' (reciprocal rank in the engine, constant rrf_k). README: 'Default "
@@ -359,6 +360,13 @@ class RetrainSettings(BaseModel):
         description="Queries of the guard: sampled from the labelled guard set, or, without "
         "one, known-item queries made from catalog titles (retrainer/catalog_guard.py).",
     )
+    guard_mode: GuardMode = Field(
+        default="splade",
+        description="Mode the guard sets (labelled, catalog and forgetting) rank in. 'splade' "
+        "(default): the model alone, because the guard asks whether the model forgot, and in "
+        "hybrid BM25's share hides a model that did (known-item queries are BM25's home "
+        "ground). 'hybrid': what shoppers are served, with search.fusion.",
+    )
     gate: GatePolicy = Field(default_factory=GatePolicy)
     canary_fraction: float = Field(
         default=0.1, ge=0, le=1, description="0 promotes a passing candidate straight away."
@@ -545,6 +553,18 @@ class DemoSettings(BaseModel):
     )
     report: Path = Field(
         default=Path("reports/flywheel.html"), description="Where the HTML report is written."
+    )
+    adapt: bool = Field(
+        default=False,
+        description="Adapt the bundled model to the demo catalog (flywheel adapt: generated "
+        "queries, no labels) before the shoppers arrive, so the flywheel starts from it when "
+        "its gate passes; not counted in max_minutes.",
+    )
+    adapt_pairs: int = Field(
+        default=2000,
+        ge=1,
+        description="Generated pairs of the demo's adaptation (adapt.pairs; CPU-sized: about "
+        "3 minutes of training on 2 cores).",
     )
 
 

@@ -10,7 +10,8 @@ Protocol (``--dataset homedepot``; any labelled set works):
 2. A fresh ``FLYWHEEL_HOME``: the bundled model is registered as v1, the catalog indexed and
    saved where the retrainer reads it.
 3. Round 0 measures BM25 (Robertson & Zaragoza, 2009), off-the-shelf SPLADE (Formal et al.,
-   2021) and their reciprocal-rank fusion (RRF; Cormack et al., 2009) on the test queries.
+   2021) and both fused as hybrid mode serves them (``search.fusion``: the convex combination
+   of Bruch et al., 2023, or reciprocal rank, Cormack et al., 2009) on the test queries.
 4. A supervised reference: v1 fine-tuned on labelled triples of *train* queries only
    (:func:`retrainer.bootstrap.train_labelled`, the ``flywheel train`` code path).
 5. Each round: ``--sessions-per-round`` simulated sessions search the production model
@@ -22,7 +23,7 @@ Protocol (``--dataset homedepot``; any labelled set works):
    canary on ``--canary-fraction`` of sessions, shown team-draft interleaved with production;
    every ``--canary-sessions`` sessions the canary controller judges it
    (:func:`retrainer.canary.run_controller`) until it promotes or rolls it back. The
-   production model is evaluated alone and in RRF with BM25.
+   production model is evaluated alone and fused with BM25.
 
 Metrics: nDCG@10 (Järvelin & Kekäläinen, 2002; linear gain), MRR@10 and Recall@100, with
 ranx's two-sided paired t-test of every system against BM25 (:mod:`services.evaluation.metrics`);

@@ -23,7 +23,7 @@ from services.evaluation.heldout import HeldOutEvaluator, HeldOutSet
 from services.evaluation.metrics import DEFAULT_METRICS, Run, evaluate_runs
 from services.evaluation.report import EvalReport
 from services.index.base import DEFAULT_RRF_K
-from services.index.fusion import DEFAULT_SPLADE_WEIGHT, Fusion, FusionMethod
+from services.index.fusion import DEFAULT_FUSION, Fusion, FusionMethod
 from services.products import Product
 from services.registry import ModelRegistry
 from services.settings import Settings
@@ -54,13 +54,13 @@ REFERENCES = {
 SYSTEMS: dict[str, str] = {
     "bm25": "BM25",
     "offshelf": "SPLADE off the shelf",
-    "offshelf_hybrid": "RRF(off the shelf, BM25)",
+    "offshelf_hybrid": "hybrid(off the shelf, BM25)",
     "adapted": "SPLADE adapted to the catalog (flywheel adapt)",
-    "adapted_hybrid": "RRF(adapted, BM25)",
+    "adapted_hybrid": "hybrid(adapted, BM25)",
     "supervised": "SPLADE supervised (train labels)",
-    "supervised_hybrid": "RRF(supervised, BM25)",
+    "supervised_hybrid": "hybrid(supervised, BM25)",
     "flywheel": "SPLADE flywheel",
-    "flywheel_hybrid": "RRF(flywheel, BM25)",
+    "flywheel_hybrid": "hybrid(flywheel, BM25)",
 }
 """System id -> label, in table order."""
 EVENT_CHUNK = 2000
@@ -90,9 +90,9 @@ class BenchConfig:
     """Sessions between two looks of the canary controller."""
     canary_looks: int = 10
     """Looks before the round moves on (the canary keeps its pointer if still undecided)."""
-    fusion: FusionMethod = "rrf"
+    fusion: FusionMethod = DEFAULT_FUSION.method
     """Fusion of the hybrid mode, served, gated and evaluated (``search.fusion``)."""
-    splade_weight: float = DEFAULT_SPLADE_WEIGHT
+    splade_weight: float = DEFAULT_FUSION.splade_weight
     """SPLADE's share of the convex fusion (``search.splade_weight``)."""
     rrf_k: int = DEFAULT_RRF_K
     """RRF constant of ``fusion='rrf'`` (``search.rrf_k``: 60 as in Cormack et al.; Qdrant's

@@ -45,8 +45,9 @@ def to_markdown(result: BenchResult) -> str:
         f"{cfg.supervised_examples:,} supervised triples.",
         "",
         f"{DAGGER} p ≤ {ALPHA:g} against BM25 ({result.rounds[0].report.stat_test}). nDCG "
-        "(Järvelin & Kekäläinen, 2002) with linear gain; RRF = reciprocal-rank fusion in the "
-        "engine (Cormack et al., 2009); SPLADE: Formal et al., 2021.",
+        "(Järvelin & Kekäläinen, 2002) with linear gain; hybrid = SPLADE and BM25 fused as "
+        "`GET /search` serves them (above; convex: Bruch et al., 2023; RRF: Cormack et al., "
+        "2009); SPLADE: Formal et al., 2021.",
         "",
         "## nDCG@10 per round",
         "",
@@ -105,7 +106,7 @@ def to_markdown(result: BenchResult) -> str:
         "| round | searches | clicks | gate | held-out nDCG@10 prod → cand (p) | canary "
         "(signal, lists, p) | pairs (feedback / new / hard negatives) | retrain s (mine / "
         "train / index / gate) | production after | candidate not promoted, on test: nDCG@10 "
-        "SPLADE / RRF |",
+        "SPLADE / hybrid |",
         "| ---: | ---: | ---: | --- | --- | --- | --- | ---: | --- | --- |",
     ]
     for r in result.rounds[1:]:

@@ -15,6 +15,7 @@ import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from typing import Any
 
 from services.datasets.base import LabelledSet, Qrels
 from services.datasets.protocol import sample_queries
@@ -165,6 +166,12 @@ class HeldOutEvaluator:
         runs = {name: self.run(version, mode) for name, (version, mode) in systems.items()}
         if judged_only:
             runs = {name: condensed(self.heldout.qrels, run) for name, run in runs.items()}
+        protocol: dict[str, Any] = {
+            "systems": {name: f"{version} {mode}" for name, (version, mode) in systems.items()},
+            "judged_only": judged_only,
+        }
+        if any(mode == "hybrid" for _, mode in systems.values()):
+            protocol["fusion"] = self.fusion.describe()
         return evaluate_runs(
             self.heldout.qrels,
             runs,
@@ -172,6 +179,7 @@ class HeldOutEvaluator:
             baseline=baseline,
             alpha=alpha,
             dataset=dataset or self.heldout.name,
+            protocol=protocol,
         )
 
     @staticmethod

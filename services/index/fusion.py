@@ -2,21 +2,20 @@
 
 Two fusion functions, both over the top ``depth`` candidates of each list:
 
-* ``convex`` — a convex combination of min-max normalised scores,
+* ``convex`` (the default) — a convex combination of min-max normalised scores,
   ``α·norm(splade) + (1 − α)·norm(bm25)``, each list normalised over its own candidates (best
   1, worst 0; a product absent from a list gets 0 from it). Bruch, Gai & Ingber (2023), "An
   Analysis of Fusion Functions for Hybrid Retrieval" (ACM TOIS 42(1)), find it better than RRF
   and tunable from few queries: unlike ranks, scores say *how much* better a candidate is.
   Computed here from the two lists, the same for both backends.
-* ``rrf`` (the default) — reciprocal-rank fusion in the engine, ``Σ 1 / (k + rankᵢ)``
-  (Cormack, Clarke & Büttcher, 2009, "Reciprocal Rank Fusion outperforms Condorcet and
-  individual rank learning methods").
+* ``rrf`` — reciprocal-rank fusion in the engine, ``Σ 1 / (k + rankᵢ)`` (Cormack, Clarke &
+  Büttcher, 2009, "Reciprocal Rank Fusion outperforms Condorcet and individual rank learning
+  methods").
 
 Measured on Home Depot (README, "Default search mode"): RRF k = 60 puts the bundled model's
 hybrid 5% *below* BM25; the convex combination at α = 0.4 puts it above BM25, and the catalog-
-adapted model's hybrid 4.6% above. It is not the default yet: with BM25 weighing 0.6, the
-catalog guard's known-item queries (title words) no longer see a poisoned model in hybrid mode
-(``tests/retrainer/test_retrain_e2e.py``), so the gate must first measure the model itself.
+adapted model's hybrid 4.6% above. With BM25 weighing 0.6, a model that forgot shows less in
+hybrid lists, so the gate's guards measure the model alone (``retrain.guard_mode``).
 """
 
 from __future__ import annotations
@@ -38,7 +37,7 @@ evaluation protocol's (README, "Default search mode")."""
 class Fusion:
     """A fusion function and its constants (``settings.search.hybrid_fusion()``)."""
 
-    method: FusionMethod = "rrf"
+    method: FusionMethod = "convex"
     splade_weight: float = DEFAULT_SPLADE_WEIGHT
     """α: the SPLADE list's share of a convex combination (BM25 gets 1 − α)."""
     rrf_k: int = DEFAULT_RRF_K

@@ -88,6 +88,41 @@ def test_demo_runs_bounded_rounds_and_writes_the_report(tmp_path: Path) -> None:
     assert (models / "v2").is_dir()  # a candidate was trained, registered and gated
 
 
+def test_demo_adapt_starts_the_flywheel_from_the_adapted_model(tmp_path: Path) -> None:
+    report = tmp_path / "flywheel.html"
+    env = _env(tmp_path) | {
+        "FLYWHEEL_DEMO__ADAPT_PAIRS": "48",
+        "FLYWHEEL_ADAPT__FORGETTING_PRODUCTS": "60",
+    }
+    done = subprocess.run(
+        [
+            *_demo(),
+            *("--adapt", "--rounds", "1", "--events-per-round", "600", "--products", "300"),
+            *("--report", str(report)),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "adapting v1 to the catalog (48 generated pairs" in done.stdout
+    rounds = json.loads(report.with_suffix(".json").read_text())["rounds"]
+    assert [r["round"] for r in rounds] == [0, 0, 1]
+    start, adapted = rounds[0], rounds[1]
+    assert start["production"] == "v1" and {"v1 SPLADE", "BM25"} <= set(start["heldout_ndcg"])
+    assert adapted["decision"].startswith("adapt: ")
+    card = json.loads((tmp_path / "demo" / "registry" / "models" / "v2" / "card.json").read_text())
+    assert card["source"] == "adapt:catalog"
+    # Whatever the gate decided, the table shows both models, and round 1 starts from the one
+    # that serves: the adapted model when its gate passed, else the bundled one.
+    assert {"v2 SPLADE", "v2 hybrid"} <= set(adapted["heldout_ndcg"])
+    passed = adapted["production"] == "v2"
+    assert adapted["outcome"] == ("adapted: v2" if passed else "adapt rejected v2")
+    assert rounds[2]["production"] in ({"v2", "v3"} if passed else {"v1", "v3"})
+
+
 def test_ctrl_c_stops_cleanly_and_still_writes_a_report(tmp_path: Path) -> None:
     report = tmp_path / "flywheel.html"
     proc = subprocess.Popen(

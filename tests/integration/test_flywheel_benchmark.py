@@ -130,7 +130,7 @@ def test_hybrid_run_is_what_search_serves(indexed_home: IndexedHome) -> None:
                 encoder.encode_query(text), Bm25Encoder().encode_query(text), limit=20
             )
             served = {h.product_id: h.score for h in reversed(hits)}
-            # Equal RRF scores come back in no fixed order, so compare scores, and the products
+            # Equal fused scores come back in no fixed order, so compare scores, and the products
             # above the lowest score (a tie at the cut may let either product in).
             assert sorted(run[qid].values()) == sorted(served.values())
             floor = min(served.values(), default=0.0)

@@ -262,3 +262,37 @@ def test_adapt_registers_a_gated_candidate_with_its_card(tmp_path: Path) -> None
     pointers = registry.pointers()
     assert pointers.production == "v1"
     assert pointers.canary == ("v2" if outcome.status == "canary" else None)
+
+
+@pytest.mark.slow
+def test_index_adapt_on_a_new_home_then_refused_on_one_that_serves(
+    tmp_path: Path, monkeypatch
+) -> None:
+    from flywheel_cli.main import app
+    from services.registry import ModelRegistry
+
+    home = tmp_path / "home"
+    catalog = tmp_path / "catalog.jsonl"
+    catalog.write_text(
+        "".join(json.dumps({"id": p.id, "title": p.text}) + "\n" for p in generate_catalog(40))
+    )
+    for key, value in {
+        "HOME": str(home),
+        "ADAPT__PAIRS": "48",
+        "ADAPT__FORGETTING_PRODUCTS": "60",
+        "RETRAIN__GUARD_QUERIES": "20",
+        "TRAIN__BATCH_SIZE": "16",
+    }.items():
+        monkeypatch.setenv(f"FLYWHEEL_{key}", value)
+    result = CliRunner().invoke(app, ["index", "--catalog", str(catalog), "--adapt"])
+    assert result.exit_code == 0, result.output
+    assert "indexed 40 products with v1" in result.output
+    registry = ModelRegistry(home / "registry")
+    card = registry.card("v2")
+    assert card.source == "adapt:catalog" and card.gate is not None
+    # promoted at once when its gate passed (a new home has no shoppers for a canary)
+    assert registry.pointers().production == ("v2" if card.gate.passed else "v1")
+    assert registry.pointers().canary is None
+    again = CliRunner().invoke(app, ["index", "--catalog", str(catalog), "--adapt"])
+    assert again.exit_code == 2 and "`flywheel adapt`" in again.output
+    assert registry.versions() == ["v1", "v2"]  # refused before indexing anything

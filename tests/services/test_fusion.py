@@ -68,10 +68,10 @@ def test_bad_fusion_is_refused(kwargs: dict[str, object], message: str) -> None:
 
 def test_settings_build_the_served_fusion() -> None:
     assert SearchSettings().hybrid_fusion() == DEFAULT_FUSION
-    assert DEFAULT_FUSION.describe() == "RRF k=60"
-    rrf = SearchSettings(rrf_k=7).hybrid_fusion()
+    assert DEFAULT_FUSION.describe() == "convex α=0.4"
+    rrf = SearchSettings(fusion="rrf", rrf_k=7).hybrid_fusion()
     assert (rrf.method, rrf.rrf_k, rrf.describe()) == ("rrf", 7, "RRF k=7")
-    convex = SearchSettings(fusion="convex").hybrid_fusion()
-    assert (convex.method, convex.describe()) == ("convex", "convex α=0.4")
+    convex = SearchSettings(splade_weight=0.3).hybrid_fusion()
+    assert (convex.method, convex.describe()) == ("convex", "convex α=0.3")
     with pytest.raises(ValueError, match="splade_weight"):
         SearchSettings(splade_weight=-0.1)

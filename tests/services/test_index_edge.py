@@ -162,14 +162,14 @@ def test_search_batch_equals_single_searches(index: EdgeIndex, corpus: Corpus) -
 
 def test_hybrid_search_fuses_both_rankings(index: EdgeIndex, corpus: Corpus) -> None:
     bm25 = corpus.encoder.encode_query("hiking boots")
-    rrf = index.hybrid_search(corpus.splade[-1], bm25, limit=5)  # the default
+    rrf = index.hybrid_search(corpus.splade[-1], bm25, limit=5, fusion=Fusion("rrf"))
     assert rrf[0].product_id == "sku-boots"  # first in both lists (rank 0): 2 / (k + 0)
     assert rrf[0].score == pytest.approx(2 / 60)  # the default constant, Cormack et al.'s
     qdrant_k = index.hybrid_search(corpus.splade[-1], bm25, limit=5, fusion=Fusion("rrf", rrf_k=2))
     assert qdrant_k[0].product_id == "sku-boots" and qdrant_k[0].score == pytest.approx(1.0)
     # Convex: the best of both lists scores α·1 + (1 − α)·1; every score is the convex
     # combination of the two lists' min-max normalised scores.
-    hits = index.hybrid_search(corpus.splade[-1], bm25, limit=5, fusion=Fusion("convex", 0.4))
+    hits = index.hybrid_search(corpus.splade[-1], bm25, limit=5)  # the default: convex 0.4
     assert hits[0].product_id == "sku-boots" and hits[0].score == pytest.approx(1.0)
     splade = index.search(corpus.splade[-1], limit=100)
     lexical = index.search(bm25, using="bm25", limit=100)
