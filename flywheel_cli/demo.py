@@ -340,6 +340,10 @@ def _facts(settings: Settings, pool: IntentPool, urls: dict[str, str]) -> dict[s
         f"test (alpha {settings.retrain.canary.alpha}) every {cfg.judge_every_s:g} s on "
         f"{cfg.canary_fraction:.0%} of sessions; undecided after "
         f"{settings.retrain.canary.max_lists_per_arm} lists: rolled back",
+        "adapt": f"v1 adapted to the catalog first ({settings.adapt.pairs} generated pairs, "
+        "no labels)"
+        if cfg.adapt
+        else "off (--adapt adapts v1 to the catalog before the shoppers arrive)",
         "search mode": f"{settings.search.default_mode} (the server default; hybrid fusion "
         f"{settings.search.hybrid_fusion().describe()})",
         **urls,

@@ -163,8 +163,18 @@ class NegativeMiner:
         for start in range(0, len(usable), BATCH):
             batch = usable[start : start + BATCH]
             tokens = self.tokenize([p.query for p in batch])
-            docs, scores = self.retriever.retrieve(tokens, k=self.depth, show_progress=False)
-            for pair, terms, row, values in zip(batch, tokens, docs, scores, strict=True):
+            # A query of stop words only has no BM25 terms: nothing to retrieve (bm25s would
+            # log a line per query), so its negatives are random ones.
+            found = [i for i, terms in enumerate(tokens) if terms]
+            nothing = (np.empty(0, dtype=np.int64), np.empty(0))
+            rows = [nothing] * len(batch)
+            if found:
+                docs, scores = self.retriever.retrieve(
+                    [tokens[i] for i in found], k=self.depth, show_progress=False
+                )
+                for i, row, values in zip(found, docs, scores, strict=True):
+                    rows[i] = (row, values)
+            for pair, terms, (row, values) in zip(batch, tokens, rows, strict=True):
                 positive = self.position[pair.product_id]
                 chosen, stats = self._pick(terms, positive, row, values, per_query)
                 total.bm25 += stats.bm25

@@ -110,6 +110,15 @@ def test_negatives_drop_false_negatives_and_fall_back_to_random() -> None:
     assert stats.bm25 == 0 and stats.random == 2
     assert all(t.source == "random" for t in triples)
     assert not {t.negative_id for t in triples} & {"pos", "all_terms", "margin", "hard"}
+    # A query of stop words only retrieves nothing (bm25s is not asked): random negatives,
+    # and the other queries of the batch are mined as before.
+    pairs = [QueryPair("the and of", "pos", "span"), QueryPair("moen arbor faucet", "pos", "head")]
+    triples, stats = miner.mine(pairs, per_query=1)
+    assert [(t.query, t.source) for t in triples] == [
+        ("the and of", "random"),
+        ("moen arbor faucet", "bm25"),
+    ]
+    assert stats.random == 1 and stats.bm25 == 1
 
 
 def test_negatives_on_a_generated_catalog_never_hold_every_query_term() -> None:
