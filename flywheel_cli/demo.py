@@ -31,7 +31,7 @@ from rich.live import Live
 from rich.text import Text
 
 from flywheel_cli.demo_report import RoundRecord, rounds_table, write_report
-from flywheel_cli.ui import console, fail, progress_bar
+from flywheel_cli.ui import CtrlC, console, fail, progress_bar
 from services.decisions import CanaryDecision
 from services.errors import FlywheelError
 from services.net import free_port
@@ -152,8 +152,16 @@ class HeldOut:
 class Loop:
     """One demo run: the services in the background, rounds in the foreground."""
 
-    def __init__(self, settings: Settings, pool: IntentPool, traffic: ShopperTraffic) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        pool: IntentPool,
+        traffic: ShopperTraffic,
+        ctrl_c: CtrlC | None = None,
+    ) -> None:
         self.settings = settings
+        self.ctrl_c = ctrl_c or CtrlC()
+        """Checked between steps: a Ctrl-C swallowed by a finaliser still stops the run."""
         self.pool = pool
         self.traffic = traffic
         self.rounds: list[RoundRecord] = []
@@ -183,6 +191,7 @@ class Loop:
     def wait_for_events(self, target: int, deadline: float) -> bool:
         """Until the shoppers have sent ``target`` events; False when the time is up."""
         while self.traffic.stats.events_sent < target:
+            self.ctrl_c.check()
             if time.monotonic() > deadline:
                 return False
             time.sleep(0.25)
@@ -195,6 +204,7 @@ class Loop:
         ended, searches, actions = self._counters()
         began, searches0, actions0 = self._mark
         p50, p99 = (self.traffic.stats.latency_percentile(q, since=searches0) for q in (0.5, 0.99))
+        self.ctrl_c.check()
         self.phase = f"round {number}: snapshot"
         self._snapshot()
         registry = ModelRegistry(self.settings.registry_dir)
@@ -209,12 +219,14 @@ class Loop:
         elif canary is None:  # a canary being judged is not replaced by a new candidate
             gate, short, candidate = self.retrain(number)
             canary = registry.pointers().canary
+        self.ctrl_c.check()
         verdict = None
         if canary:
             until = min(deadline, time.monotonic() + self.settings.demo.canary_round_s)
             verdict = self.judge_canary(number, canary, until)
             verb = {"promote": "promoted", "rollback": "rolled back", "wait": "waits"}
             short = f"{verb[verdict.decision]} {canary}"
+        self.ctrl_c.check()
         after = registry.pointers()
         assert after.production is not None
         self.phase = f"round {number}: measuring held-out nDCG"
@@ -279,6 +291,7 @@ class Loop:
             if time.monotonic() + self.settings.demo.judge_every_s > deadline:
                 return last or run_controller(self.settings)
             time.sleep(self.settings.demo.judge_every_s)
+            self.ctrl_c.check()
             self._snapshot()
             verdict = last = run_controller(self.settings)
             self.phase = f"round {number}: canary {canary}: {verdict.reason}"
@@ -470,6 +483,7 @@ def _run(
         settings.server.admin_token = SecretStr(secrets.token_urlsafe(16))
     status = f"/status?token={settings.server.admin_token.get_secret_value()}"
     with contextlib.ExitStack() as stack:
+        ctrl_c = stack.enter_context(CtrlC())
         api, shop = _start_services(stack, settings, ports)
         # The report names the page, not the token (it outlives this run's token).
         urls = {"search API": f"{api}/docs", "storefront": shop, "status page": f"{api}/status"}
@@ -478,7 +492,7 @@ def _run(
         shoppers = traffic.start_thread(stop_shoppers)
         stack.callback(shoppers.join, 30)
         stack.callback(stop_shoppers.set)
-        loop = Loop(settings, pool, traffic)
+        loop = Loop(settings, pool, traffic, ctrl_c)
         facts = _facts(settings, pool, urls)
         console.print(
             f"storefront: {shop}   search API: {api}/docs   status: {api}{status}\n"
@@ -534,6 +548,7 @@ def _round_zero(loop: Loop, adapted: AdaptOutcome | None) -> list[RoundRecord]:
             seconds=round(time.monotonic() - loop.started, 1),
         )
     ]
+    loop.ctrl_c.check()
     if adapted is not None:
         candidate = adapted.version
         decision = f"adapt: {adapted.status} ({adapted.message})"

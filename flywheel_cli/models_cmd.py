@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from flywheel_cli.ui import console, fail
+from flywheel_cli.ui import CtrlC, console, fail
 from services.errors import FlywheelError
 from services.registry import Expected, ModelRegistry, Pointers, default_actor
 from services.settings import Settings
@@ -214,13 +214,14 @@ def canary_watch(
     settings = Settings()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    with serving_metrics("canary", metrics_port):
+    with serving_metrics("canary", metrics_port), CtrlC(wake=stop) as ctrl_c:
         console.print(f"judging the canary every {every:g} s; metrics on :{metrics_port or '-'}")
         try:
             applied = watch(settings, every_s=every, stop=stop)
         except KeyboardInterrupt:
             stop.set()
             raise
+        ctrl_c.check()  # SIGTERM ends cleanly; a Ctrl-C a finaliser swallowed still exits 130
     console.print(f"stopped; {applied} decision(s) applied")
 
 

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from flywheel_cli.ui import console, fail, progress_bar
+from flywheel_cli.ui import CtrlC, console, fail, progress_bar
 from services.errors import ConfigError, FlywheelError
 from services.settings import Settings
 
@@ -130,7 +130,10 @@ def retrain(
     # The canary is judged by `flywheel canary watch`; retraining does not wait for it (a newer
     # candidate that passes the gate supersedes a canary still undecided). A single run is a
     # batch job: it pushes its metrics rather than being scraped.
-    with serving_metrics("retrainer", metrics_port if interval is not None else None):
+    with (
+        serving_metrics("retrainer", metrics_port if interval is not None else None),
+        CtrlC(wake=stop) as ctrl_c,
+    ):
         while True:
             try:
                 outcome = run_retrain(settings, stage=lambda name: console.print(f"· {name}"))
@@ -145,6 +148,7 @@ def retrain(
             finally:  # a failed run is what the staleness alert must see, so it pushes too
                 _push_metrics(settings)
             if interval is None or stop.wait(interval):
+                ctrl_c.check()  # SIGTERM ends cleanly; a swallowed Ctrl-C still exits 130
                 return
 
 

@@ -15,7 +15,10 @@ Exit codes (the README's table; one place decides them, :class:`FlywheelGroup`):
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 from pathlib import Path
+from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -69,6 +72,53 @@ def fail(exc: Exception, *, about: str = "") -> typer.Exit:
     err_console.print(f"[red]error:[/red] {escape(text)}", highlight=False)
     logger.debug("the error's traceback (shown with -v)", exc_info=exc)
     return typer.Exit(code=EXIT_ERROR)
+
+
+class CtrlC:
+    """Ctrl-C that cannot be lost: the SIGINT handler of a long-running command.
+
+    Python raises :class:`KeyboardInterrupt` wherever the main thread happens to be when SIGINT
+    arrives. Inside a finaliser (``__del__``; numba's llvmlite objects are collected during
+    every ranx evaluation) the exception is printed as "Exception ignored in ..." and dropped,
+    and the command carries on as if no key had been pressed. This handler also records the
+    signal, so :meth:`check`, called wherever the command polls, raises it again.
+
+    Use as a context manager in the main thread; elsewhere it installs nothing (Python allows
+    signal handlers in the main thread only) and :meth:`check` never raises.
+    """
+
+    def __init__(self, wake: threading.Event | None = None) -> None:
+        self.pressed = threading.Event()
+        """Set once SIGINT has arrived."""
+        self._wake = wake
+        self._previous: Any = None
+
+    def __enter__(self) -> CtrlC:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._on_sigint)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+    def _on_sigint(self, signum: int, frame: FrameType | None) -> None:
+        self.pressed.set()
+        if self._wake is not None:  # a loop asleep on this event wakes up and checks
+            self._wake.set()
+        raise KeyboardInterrupt
+
+    def check(self) -> None:
+        """Raise :class:`KeyboardInterrupt` if Ctrl-C was pressed, even if its first raise
+        was swallowed."""
+        if self.pressed.is_set():
+            raise KeyboardInterrupt
 
 
 def interrupted() -> typer.Exit:

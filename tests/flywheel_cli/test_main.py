@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import ast
+import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -12,7 +14,7 @@ import typer
 from typer.testing import CliRunner
 
 from flywheel_cli.main import app
-from flywheel_cli.ui import EXIT_BUG, EXIT_ERROR, EXIT_INTERRUPTED, FlywheelGroup
+from flywheel_cli.ui import EXIT_BUG, EXIT_ERROR, EXIT_INTERRUPTED, CtrlC, FlywheelGroup
 from services.errors import RegistryError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -99,6 +101,30 @@ def test_the_error_path_maps_errors_to_the_documented_exit_codes() -> None:
     assert bug.exit_code == EXIT_BUG == 1
     assert isinstance(bug.exception, RuntimeError)  # a bug keeps its traceback
     assert runner.invoke(toy_app(), ["nonsense"]).exit_code == 2  # usage error
+
+
+class _Finaliser:
+    """An object whose ``__del__`` is running when Ctrl-C arrives (as numba's are, in ranx)."""
+
+    def __del__(self) -> None:
+        signal.raise_signal(signal.SIGINT)
+
+
+def test_a_ctrl_c_swallowed_by_a_finaliser_is_not_lost(monkeypatch: pytest.MonkeyPatch) -> None:
+    swallowed: list[type[BaseException] | None] = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda hook: swallowed.append(hook.exc_type))
+    wake = threading.Event()
+    with CtrlC(wake=wake) as ctrl_c:
+        ctrl_c.check()  # nothing pressed yet
+        _Finaliser()  # collected at once: SIGINT arrives inside __del__
+        # Python dropped the KeyboardInterrupt ("Exception ignored in ...") and went on...
+        assert swallowed == [KeyboardInterrupt]
+        # ...but the press is remembered, a waiting loop was woken, and the next check stops.
+        assert ctrl_c.pressed.is_set() and wake.is_set()
+        with pytest.raises(KeyboardInterrupt):
+            ctrl_c.check()
+    # Outside the block the previous handler is back: Python's own KeyboardInterrupt.
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def broken_registry(home: Path, *, pointers: str | None = None, card: str | None = None) -> Path:
