@@ -12,7 +12,7 @@ import shutil
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 import qdrant_edge as qe
 
@@ -151,6 +151,22 @@ class EdgeIndex(SparseIndexBase):
     ) -> list[list[Hit]]:
         batch = qe.QueryBatchRequest([eq.nearest(v, using, limit) for v in vectors])
         return [eq.hits(points) for points in self._call(self._shard.query_batch, batch)]
+
+    def _nearest_ids(
+        self, vectors: dict[VectorName, SparseVec], depth: int, filters: SearchFilters | None
+    ) -> dict[VectorName, list[tuple[str, float]]]:
+        names = list(vectors)
+        batch = qe.QueryBatchRequest(
+            [eq.nearest(vectors[n], n, depth, 0, filters, with_payload=False) for n in names]
+        )
+        found = self._call(self._shard.query_batch, batch)
+        return {name: eq.scored_ids(points) for name, points in zip(names, found, strict=True)}
+
+    def _products(self, point_ids: list[str]) -> dict[str, tuple[str, dict[str, Any]]]:
+        if not point_ids:
+            return {}
+        ids: list[qe.PointId] = list(point_ids)
+        return eq.products(self._call(self._shard.retrieve, ids, True, False))
 
     def _fused(
         self,

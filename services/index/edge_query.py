@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import cast
+from typing import Any, cast
 
 import qdrant_edge as qe
 
@@ -52,14 +52,16 @@ def nearest(
     limit: int,
     offset: int = 0,
     filters: SearchFilters | None = None,
+    *,
+    with_payload: bool = True,
 ) -> qe.QueryRequest:
-    """A single-vector query returning payloads."""
+    """A single-vector query (returning payloads unless ``with_payload`` is False)."""
     return qe.QueryRequest(
         limit=limit,
         offset=offset,
         query=qe.Query.Nearest(sparse(vector), using=using),
         filter=edge_filter(filters),
-        with_payload=True,
+        with_payload=with_payload,
     )
 
 
@@ -94,3 +96,13 @@ def hits(points: list[qe.ScoredPoint]) -> list[Hit]:
         product_id, payload = from_payload(scored.payload)
         out.append(Hit(product_id=product_id, score=float(scored.score), payload=payload))
     return out
+
+
+def scored_ids(points: list[qe.ScoredPoint]) -> list[tuple[str, float]]:
+    """(point id, score) of each result, best first."""
+    return [(str(scored.id), float(scored.score)) for scored in points]
+
+
+def products(records: list[qe.Record]) -> dict[str, tuple[str, dict[str, Any]]]:
+    """Point id -> (product id, payload) of retrieved points."""
+    return {str(record.id): from_payload(record.payload) for record in records}

@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from services.index.base import DEFAULT_RRF_K, Hit, VectorName
+from services.index.base import DEFAULT_RRF_K, VectorName
 
 FusionMethod = Literal["convex", "rrf"]
 
@@ -65,28 +65,29 @@ class Fusion:
 DEFAULT_FUSION = Fusion()
 
 
-def min_max(hits: Sequence[Hit]) -> dict[str, float]:
-    """Each product's score scaled to [0, 1] over ``hits`` (all 1.0 when the scores are equal);
-    a product listed twice keeps its first (best) score."""
-    if not hits:
+Scored = tuple[str, float]
+"""A candidate's id (a point id: payloads are fetched for the page only) and its score."""
+
+
+def min_max(scored: Sequence[Scored]) -> dict[str, float]:
+    """Each candidate's score scaled to [0, 1] over ``scored`` (all 1.0 when the scores are
+    equal); a candidate listed twice keeps its first (best) score."""
+    if not scored:
         return {}
-    low = min(h.score for h in hits)
-    span = max(h.score for h in hits) - low
+    low = min(score for _, score in scored)
+    span = max(score for _, score in scored) - low
     scaled: dict[str, float] = {}
-    for hit in hits:
-        scaled.setdefault(hit.product_id, (hit.score - low) / span if span > 0 else 1.0)
+    for key, score in scored:
+        scaled.setdefault(key, (score - low) / span if span > 0 else 1.0)
     return scaled
 
 
-def convex(lists: Mapping[VectorName, Sequence[Hit]], fusion: Fusion) -> list[Hit]:
-    """The convex combination of min-max normalised lists, unordered (the caller sorts and
-    breaks ties). Payloads come from the first list that holds the product."""
+def convex(lists: Mapping[VectorName, Sequence[Scored]], fusion: Fusion) -> dict[str, float]:
+    """The convex combination of min-max normalised lists: each candidate's fused score
+    (the caller orders them and breaks ties)."""
     scores: dict[str, float] = {}
-    payloads: dict[str, Hit] = {}
-    for name, hits in lists.items():
+    for name, scored in lists.items():
         weight = fusion.weight(name)
-        for product_id, value in min_max(hits).items():
-            scores[product_id] = scores.get(product_id, 0.0) + weight * value
-        for hit in hits:
-            payloads.setdefault(hit.product_id, hit)
-    return [Hit(pid, score, payloads[pid].payload) for pid, score in scores.items()]
+        for key, value in min_max(scored).items():
+            scores[key] = scores.get(key, 0.0) + weight * value
+    return scores

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Callable, Mapping
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from qdrant_client import QdrantClient, models
 
@@ -147,6 +147,26 @@ class QdrantServerIndex(SparseIndexBase):
         requests = [sq.nearest(v, using, limit=limit) for v in vectors]
         responses = self._call(self._client.query_batch_points, self._collection, requests)
         return [sq.hits(r.points) for r in responses]
+
+    def _nearest_ids(
+        self, vectors: dict[VectorName, SparseVec], depth: int, filters: SearchFilters | None
+    ) -> dict[VectorName, list[tuple[str, float]]]:
+        names = list(vectors)
+        requests = [
+            sq.nearest(vectors[n], n, limit=depth, filters=filters, with_payload=False)
+            for n in names
+        ]
+        found = self._call(self._client.query_batch_points, self._collection, requests)
+        return {
+            name: sq.scored_ids(response.points)
+            for name, response in zip(names, found, strict=True)
+        }
+
+    def _products(self, point_ids: list[str]) -> dict[str, tuple[str, dict[str, Any]]]:
+        if not point_ids:
+            return {}
+        records = self._call(self._client.retrieve, self._collection, point_ids, with_payload=True)
+        return sq.products(records)
 
     def _fused(
         self,

@@ -51,9 +51,22 @@ def field_schema(kind: FilterKind) -> models.PayloadSchemaType:
     return models.PayloadSchemaType.KEYWORD if kind == "keyword" else models.PayloadSchemaType.FLOAT
 
 
-def nearest(vector: SparseVec, using: VectorName, *, limit: int) -> models.QueryRequest:
-    """An unfiltered single-vector query for batch search."""
-    return models.QueryRequest(query=sparse(vector), using=using, limit=limit, with_payload=True)
+def nearest(
+    vector: SparseVec,
+    using: VectorName,
+    *,
+    limit: int,
+    filters: SearchFilters | None = None,
+    with_payload: bool = True,
+) -> models.QueryRequest:
+    """A single-vector query for batch search (returning payloads unless told not to)."""
+    return models.QueryRequest(
+        query=sparse(vector),
+        using=using,
+        limit=limit,
+        filter=server_filter(filters),
+        with_payload=with_payload,
+    )
 
 
 def prefetches(vectors: dict[VectorName, SparseVec], depth: int) -> list[models.Prefetch]:
@@ -77,3 +90,13 @@ def hits(points: list[models.ScoredPoint]) -> list[Hit]:
         product_id, payload = from_payload(scored.payload)
         out.append(Hit(product_id=product_id, score=float(scored.score), payload=payload))
     return out
+
+
+def scored_ids(points: list[models.ScoredPoint]) -> list[tuple[str, float]]:
+    """(point id, score) of each result, best first."""
+    return [(str(scored.id), float(scored.score)) for scored in points]
+
+
+def products(records: list[models.Record]) -> dict[str, tuple[str, dict[str, Any]]]:
+    """Point id -> (product id, payload) of retrieved points."""
+    return {str(record.id): from_payload(record.payload) for record in records}

@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import pytest
 
-from services.index.base import Hit
-from services.index.fusion import DEFAULT_FUSION, Fusion, convex, min_max
+from services.index.fusion import DEFAULT_FUSION, Fusion, Scored, convex, min_max
 from services.settings import SearchSettings
 
 CONVEX = Fusion("convex", 0.4)
 
 
-def hits(*scored: tuple[str, float]) -> list[Hit]:
-    return [Hit(pid, score, {"title": pid}) for pid, score in scored]
+def hits(*scored: Scored) -> list[Scored]:
+    return list(scored)
 
 
 def test_min_max_scales_each_list_to_unit_range() -> None:
@@ -26,14 +25,14 @@ def test_min_max_scales_each_list_to_unit_range() -> None:
 def test_convex_combines_normalised_scores_and_absent_is_zero() -> None:
     splade = hits(("a", 30.0), ("b", 20.0), ("c", 10.0))
     bm25 = hits(("c", 9.0), ("d", 6.0), ("a", 3.0))
-    fused = {h.product_id: h.score for h in convex({"splade": splade, "bm25": bm25}, CONVEX)}
+    fused = convex({"splade": splade, "bm25": bm25}, CONVEX)
     assert fused == pytest.approx(
         {"a": 0.4 * 1.0 + 0.6 * 0.0, "b": 0.4 * 0.5, "c": 0.4 * 0.0 + 0.6 * 1.0, "d": 0.6 * 0.5}
     )
     # Scale-free: multiplying one list's scores changes nothing (ranks alone would not see the
     # margins; raw scores would let the larger scale win).
-    scaled = hits(*((h.product_id, h.score * 1000) for h in bm25))
-    again = {h.product_id: h.score for h in convex({"splade": splade, "bm25": scaled}, CONVEX)}
+    scaled = hits(*((key, score * 1000) for key, score in bm25))
+    again = convex({"splade": splade, "bm25": scaled}, CONVEX)
     assert again == pytest.approx(fused)
 
 
@@ -43,14 +42,13 @@ def test_convex_weight_moves_the_ranking_between_the_lists() -> None:
 
     def top(weight: float) -> str:
         fused = convex({"splade": splade, "bm25": bm25}, Fusion("convex", weight))
-        return max(fused, key=lambda h: h.score).product_id
+        return max(fused, key=lambda key: fused[key])
 
     assert (top(0.9), top(0.1)) == ("a", "b")
 
 
-def test_convex_keeps_payloads() -> None:
-    fused = convex({"bm25": hits(("x", 1.0))}, CONVEX)
-    assert fused == [Hit("x", 0.6, {"title": "x"})]
+def test_convex_over_one_list_weighs_it_alone() -> None:
+    assert convex({"bm25": hits(("x", 1.0))}, CONVEX) == {"x": 0.6}
 
 
 @pytest.mark.parametrize(

@@ -173,7 +173,10 @@ def test_hybrid_search_fuses_both_rankings(index: EdgeIndex, corpus: Corpus) -> 
     assert hits[0].product_id == "sku-boots" and hits[0].score == pytest.approx(1.0)
     splade = index.search(corpus.splade[-1], limit=100)
     lexical = index.search(bm25, using="bm25", limit=100)
-    norm = {name: min_max(found) for name, found in (("splade", splade), ("bm25", lexical))}
+    norm = {
+        name: min_max([(h.product_id, h.score) for h in found])
+        for name, found in (("splade", splade), ("bm25", lexical))
+    }
     for hit in hits:
         expected = 0.4 * norm["splade"].get(hit.product_id, 0.0) + 0.6 * norm["bm25"].get(
             hit.product_id, 0.0
@@ -197,6 +200,31 @@ def test_hybrid_pages_continue_and_ties_are_ordered_by_id(index: EdgeIndex, corp
     pages = [index.hybrid_search(corpus.splade[-1], bm25, limit=5, offset=o) for o in (0, 5)]
     assert [h.product_id for h in pages[0] + pages[1]] == [h.product_id for h in full]
     assert full == sorted(full, key=lambda h: (-h.score, h.product_id))
+
+
+def test_convex_ties_across_the_page_end_are_ordered_by_product_id(tmp_path: Path) -> None:
+    # Eight copies of one product tie in both lists. The engine returns point ids, whose order
+    # (UUIDs, here also the order of storing) is not the product ids'; the page must still be
+    # the tie group in product-id order, with every copy's own payload, and the pages must
+    # continue each other.
+    vec, words = SparseVec.from_lists([3, 9], [1.0, 2.0]), "blue cotton shirt"
+    copies = [Product(f"copy-{i}", words, {"title": f"{words} {i}"}) for i in range(8)]
+    copies.sort(key=lambda p: point_id(p.id))  # stored in point-id order, not product-id
+    other = Product("other", "red wool hat", {"title": "red wool hat"})
+    bm25 = Bm25Encoder.for_corpus(p.text for p in [*copies, other])
+    with EdgeIndex.create(tmp_path / "v1", "v1", FIELDS) as idx:
+        idx.upsert(
+            [*copies, other],
+            [vec] * 8 + [SparseVec.from_lists([3], [0.5])],
+            bm25.encode_documents([p.text for p in [*copies, other]]),
+        )
+        query = (vec, bm25.encode_query("blue cotton shirt"))
+        pages = [idx.hybrid_search(*query, limit=3, offset=o) for o in (0, 3, 6)]
+    hits = [h for page in pages for h in page]
+    ids = [h.product_id for h in hits]
+    assert ids == [f"copy-{i}" for i in range(8)] + ["other"]
+    assert sorted(point_id(p) for p in ids[:8]) != [point_id(p) for p in ids[:8]]
+    assert all(h.payload["title"] == f"{words} {h.product_id[-1]}" for h in hits[:8])
 
 
 def test_concurrent_searches_agree_with_serial_ones(index: EdgeIndex, corpus: Corpus) -> None:
