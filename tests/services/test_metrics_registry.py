@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import platform
+import signal
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -232,15 +233,21 @@ def test_feedback_ingest_metrics_endpoint(tmp_path: Path, monkeypatch: pytest.Mo
 
 
 @pytest.fixture
-def no_signal_handlers(monkeypatch: pytest.MonkeyPatch) -> list[Callable[..., Any]]:
-    """The CLI commands' SIGTERM handlers, captured instead of installed in pytest."""
-    handlers: list[Callable[..., Any]] = []
-    monkeypatch.setattr("signal.signal", lambda signum, handler: handlers.append(handler))
+def no_signal_handlers(monkeypatch: pytest.MonkeyPatch) -> dict[int, Callable[..., Any]]:
+    """The CLI commands' signal handlers (SIGTERM, SIGINT) by signal, captured instead of
+    installed in pytest."""
+    handlers: dict[int, Callable[..., Any]] = {}
+
+    def install(signum: int, handler: Callable[..., Any]) -> Callable[..., Any] | None:
+        previous, handlers[signum] = handlers.get(signum), handler
+        return previous
+
+    monkeypatch.setattr("signal.signal", install)
     return handlers
 
 
 def test_canary_watch_metrics_endpoint(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_signal_handlers: list[Any]
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_signal_handlers: dict[int, Any]
 ) -> None:
     port = free_port()
     scraped: list[str] = []
@@ -259,7 +266,7 @@ def test_canary_watch_metrics_endpoint(
 
 
 def test_retrainer_metrics_endpoint_and_push(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_signal_handlers: list[Any]
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_signal_handlers: dict[int, Any]
 ) -> None:
     port = free_port()
     scraped: list[str] = []
@@ -267,8 +274,7 @@ def test_retrainer_metrics_endpoint_and_push(
 
     def fake_run_retrain(settings: Settings, stage: Callable[[str], None]) -> Any:
         scraped.append(scrape(port))
-        (on_sigterm,) = no_signal_handlers
-        on_sigterm()  # the loop ends after this run
+        no_signal_handlers[signal.SIGTERM]()  # the loop ends after this run
         raise FlywheelError("no snapshot")  # logged: a failed run still pushes
 
     def fake_push(url: str, job: str, registry: CollectorRegistry, timeout: float) -> None:
