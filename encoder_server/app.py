@@ -65,15 +65,27 @@ NO_MODEL_MESSAGE = "No model is loaded yet; retry shortly (GET /readyz says when
 INDEX_DOWN_MESSAGE = "The search index did not answer; retry shortly."
 
 
+INTERNAL_ERROR_MESSAGE = (
+    "An internal error occurred and was logged; retry, and report it if it persists."
+)
+
+
+def _count_search(request: Request, status: str) -> None:
+    """Count a search that ended in an error: the availability SLI is 5xx over all searches,
+    so errors of other routes (events, admin pages) must not count as searches."""
+    if request.url.path == "/search":
+        SEARCH_REQUESTS.labels(status=status, model_version="", arm="").inc()
+
+
 def _install_error_handlers(app: FastAPI, limits: SearchSettings, registry_poll_s: float) -> None:
     @app.exception_handler(QueryError)
-    async def query_error(_: Request, exc: QueryError) -> JSONResponse:
-        SEARCH_REQUESTS.labels(status="4xx", model_version="", arm="").inc()
+    async def query_error(request: Request, exc: QueryError) -> JSONResponse:
+        _count_search(request, "4xx")
         return _error(400, "bad_request", str(exc))
 
     @app.exception_handler(RequestValidationError)
-    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-        SEARCH_REQUESTS.labels(status="4xx", model_version="", arm="").inc()
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        _count_search(request, "4xx")
         problems = [_explain(e, limits) for e in exc.errors()]
         detail = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
         return _error(422, "invalid_parameter", "; ".join(problems), detail)
@@ -81,7 +93,7 @@ def _install_error_handlers(app: FastAPI, limits: SearchSettings, registry_poll_
     @app.exception_handler(SearchIndexError)
     @app.exception_handler(RegistryError)
     async def unavailable(request: Request, exc: FlywheelError) -> JSONResponse:
-        SEARCH_REQUESTS.labels(status="5xx", model_version="", arm="").inc()
+        _count_search(request, "5xx")
         # The error's text names files and hosts: it goes to the log, shoppers get a fixed
         # sentence (admins find the load error on /status and /admin/models).
         logger.warning("%s %s answered 503: %s", request.method, request.url.path, exc)
@@ -97,6 +109,13 @@ def _install_error_handlers(app: FastAPI, limits: SearchSettings, registry_poll_
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         return _error(exc.status_code, "http_error", str(exc.detail), headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, _: Exception) -> JSONResponse:
+        # A bug. Starlette's own 500 would not be counted, and the SLI would miss it; its
+        # text could name paths. The server logs the traceback: Starlette re-raises after this.
+        _count_search(request, "5xx")
+        return _error(500, "internal_error", INTERNAL_ERROR_MESSAGE)
 
 
 class _PinRouting:

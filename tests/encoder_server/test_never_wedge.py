@@ -307,6 +307,33 @@ def test_public_answers_hide_paths_and_exception_text(tmp_path: Path) -> None:
         assert broken.headers["retry-after"] == "1"
 
 
+def _search_5xx(client: TestClient) -> float:
+    line = 'flywheel_search_requests_total{arm="",model_version="",status="5xx"} '
+    found = [row for row in client.get("/metrics").text.splitlines() if row.startswith(line)]
+    return float(found[0].split()[-1]) if found else 0.0
+
+
+def test_a_bug_answers_500_without_its_text_and_counts_in_the_sli(tmp_path: Path) -> None:
+    app = create_app(settings_for(tmp_path), sink=MemorySink())
+    with TestClient(app, raise_server_exceptions=False) as client:
+        holder: ModelHolder = client.app.state.holder  # type: ignore[attr-defined]
+        bug = FakeIndex(RuntimeError(f"list index out of range at {tmp_path}/index"))
+        serve_fake(client, FakeEncoder(holder, block=False), bug)
+        before = _search_5xx(client)
+        broken = client.get("/search", params={"q": "drill", "mode": "splade"})
+        assert broken.status_code == 500 and broken.json()["error"] == "internal_error"
+        assert "report it" in broken.json()["message"] and str(tmp_path) not in broken.text
+        assert _search_5xx(client) == before + 1  # the availability SLI sees it
+        # An error of another route is not a failed search.
+
+        def a_bug() -> list[str]:
+            raise ZeroDivisionError("division by zero")
+
+        holder.registry.versions = a_bug  # type: ignore[method-assign]
+        assert client.get("/admin/models", headers=AUTH).status_code == 500
+        assert _search_5xx(client) == before + 1
+
+
 def test_admins_still_get_the_error_text(client: TestClient) -> None:
     holder: ModelHolder = client.app.state.holder  # type: ignore[attr-defined]
 
