@@ -12,7 +12,7 @@ from typing import Literal
 from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from services.index.fusion import DEFAULT_SPLADE_WEIGHT, Fusion, FusionMethod
+from services.index.fusion import DEFAULT_DEPTH, DEFAULT_SPLADE_WEIGHT, Fusion, FusionMethod
 from services.ingest_settings import StoreSettings
 from services.kafka.config import KafkaSettings
 
@@ -110,6 +110,13 @@ class SearchSettings(BaseModel):
         description="Constant of the reciprocal-rank fusion (fusion='rrf'): score = sum of "
         "1 / (k + rank); 60 as in Cormack et al. (2009), Qdrant's own default is 2.",
     )
+    hybrid_depth: int = Field(
+        default=DEFAULT_DEPTH,
+        ge=10,
+        le=2000,
+        description="Candidates hybrid mode takes from each list before fusing (SPLADE's and "
+        "BM25's); deeper lists cost retrieval time (README: 'Default search mode').",
+    )
     interleaving: bool = Field(
         default=True,
         description="Serve sessions in the canary bucket a team-draft interleaving of the canary "
@@ -118,7 +125,7 @@ class SearchSettings(BaseModel):
 
     def hybrid_fusion(self) -> Fusion:
         """The fusion hybrid mode serves and every evaluation of hybrid uses."""
-        return Fusion(self.fusion, self.splade_weight, self.rrf_k)
+        return Fusion(self.fusion, self.splade_weight, self.rrf_k, self.hybrid_depth)
 
 
 class ServerSettings(BaseModel):

@@ -46,14 +46,15 @@ def rank(
     mode: SearchMode,
     limit: int,
     fusion: Fusion = DEFAULT_FUSION,
-    prefetch_limit: int = 100,
+    prefetch_limit: int | None = None,
     workers: int = 0,
     progress: ProgressFn | None = None,
 ) -> list[list[Hit]]:
     """The hits of every text in ``texts`` (in order), as ``GET /search?mode=`` ranks them.
 
     ``encoder`` is the version's own query encoder (unused, and may be None, in bm25 mode).
-    Hybrid fuses candidate lists ``max(prefetch_limit, limit)`` deep, the serving default.
+    Hybrid fuses candidate lists ``max(prefetch_limit, limit)`` deep (by default
+    ``fusion.depth``, as served).
     """
     splade: dict[str, SparseVec] = {}
     if mode != "bm25":
@@ -71,7 +72,7 @@ def rank(
                     splade[t],
                     lexical[t],
                     limit=limit,
-                    prefetch_limit=max(prefetch_limit, limit),
+                    prefetch_limit=max(prefetch_limit or fusion.depth, limit),
                     fusion=fusion,
                 )
                 for t in batch

@@ -54,7 +54,7 @@ def _ranked_run(
     mode: SearchMode,
     limit: int,
     progress: ProgressFn | None,
-    prefetch_limit: int = LIMIT,
+    prefetch_limit: int | None = None,
     fusion: Fusion = DEFAULT_FUSION,
 ) -> Run:
     texts = [dataset.queries[qid] for qid in qids]
@@ -108,7 +108,7 @@ def hybrid_run(
     qids: Sequence[str],
     *,
     limit: int = LIMIT,
-    prefetch_limit: int = LIMIT,
+    prefetch_limit: int | None = None,
     fusion: Fusion = DEFAULT_FUSION,
     progress: ProgressFn | None = None,
 ) -> Run:
@@ -116,9 +116,9 @@ def hybrid_run(
 
     Each query is encoded by ``encoder`` (the version's own) and by the BM25 query encoder, and
     answered by :meth:`ProductIndex.hybrid_search` with the serving defaults (each candidate
-    list ``max(prefetch_limit, limit)`` deep; pass ``settings.search.hybrid_fusion()``), so the
-    figures are those of ``GET /search?mode=hybrid``. A query with neither vector returns
-    nothing (scores 0).
+    list ``max(prefetch_limit, limit)`` deep, by default ``fusion.depth``; pass
+    ``settings.search.hybrid_fusion()``), so the figures are those of
+    ``GET /search?mode=hybrid``. A query with neither vector returns nothing (scores 0).
     """
     return _ranked_run(
         index,

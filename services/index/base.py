@@ -101,11 +101,12 @@ class ProductIndex(Protocol):
         limit: int = 10,
         offset: int = 0,
         filters: SearchFilters | None = None,
-        prefetch_limit: int = 100,
+        prefetch_limit: int | None = None,
         fusion: Fusion = ...,
     ) -> list[Hit]:
-        """SPLADE and BM25 candidates fused by ``fusion`` (:mod:`services.index.fusion`: a
-        convex combination of normalised scores, or reciprocal rank in the engine)."""
+        """SPLADE and BM25 candidates (``prefetch_limit`` deep, by default ``fusion.depth``)
+        fused by ``fusion`` (:mod:`services.index.fusion`: a convex combination of normalised
+        scores, or reciprocal rank in the engine)."""
 
     def finalize(self) -> None:
         """Call once after bulk indexing (optimizes and flushes where that helps)."""

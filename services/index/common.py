@@ -105,18 +105,19 @@ class SparseIndexBase(ABC):
         limit: int = 10,
         offset: int = 0,
         filters: SearchFilters | None = None,
-        prefetch_limit: int = 100,
+        prefetch_limit: int | None = None,
         fusion: Fusion = DEFAULT_FUSION,
     ) -> list[Hit]:
         """SPLADE and BM25 candidates (each ``max(prefetch_limit, limit + offset)`` deep,
-        filtered) fused by ``fusion`` (:mod:`services.index.fusion`); best first."""
+        ``prefetch_limit`` by default ``fusion.depth``; filtered) fused by ``fusion``
+        (:mod:`services.index.fusion`); best first."""
         check_page(limit, offset)
         named: dict[VectorName, SparseVec] = {"splade": splade_vec, "bm25": bm25_vec}
         live = {name: vec for name, vec in named.items() if len(vec)}
         if not live:
             return []
         window = limit + offset
-        depth = max(prefetch_limit, window)
+        depth = max(prefetch_limit or fusion.depth, window)
         if fusion.method == "rrf":
             # Equal RRF scores (the same ranks in different lists) come back from the engine
             # in no fixed order. Fetch the page with the whole window before it plus a margin,

@@ -57,6 +57,7 @@ def test_convex_over_one_list_weighs_it_alone() -> None:
         ({"method": "borda"}, "unknown fusion"),
         ({"splade_weight": 1.5}, r"splade_weight must be in \[0, 1\]"),
         ({"rrf_k": 0}, "rrf_k must be >= 1"),
+        ({"depth": 0}, "depth must be >= 1"),
     ],
 )
 def test_bad_fusion_is_refused(kwargs: dict[str, object], message: str) -> None:
@@ -71,5 +72,6 @@ def test_settings_build_the_served_fusion() -> None:
     assert (rrf.method, rrf.rrf_k, rrf.describe()) == ("rrf", 7, "RRF k=7")
     convex = SearchSettings(splade_weight=0.3).hybrid_fusion()
     assert (convex.method, convex.describe()) == ("convex", "convex α=0.3")
+    assert (convex.depth, SearchSettings(hybrid_depth=100).hybrid_fusion().depth) == (400, 100)
     with pytest.raises(ValueError, match="splade_weight"):
         SearchSettings(splade_weight=-0.1)

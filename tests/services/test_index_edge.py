@@ -14,7 +14,7 @@ from services.errors import SearchIndexError
 from services.index.base import Hit, SearchFilters
 from services.index.bm25 import Bm25Encoder
 from services.index.edge import EdgeIndex
-from services.index.fusion import Fusion, min_max
+from services.index.fusion import DEFAULT_DEPTH, Fusion, min_max
 from services.index.ids import point_id
 from services.products import Product
 from services.settings import FilterKind
@@ -171,8 +171,8 @@ def test_hybrid_search_fuses_both_rankings(index: EdgeIndex, corpus: Corpus) -> 
     # combination of the two lists' min-max normalised scores.
     hits = index.hybrid_search(corpus.splade[-1], bm25, limit=5)  # the default: convex 0.4
     assert hits[0].product_id == "sku-boots" and hits[0].score == pytest.approx(1.0)
-    splade = index.search(corpus.splade[-1], limit=100)
-    lexical = index.search(bm25, using="bm25", limit=100)
+    splade = index.search(corpus.splade[-1], limit=DEFAULT_DEPTH)  # each list this deep
+    lexical = index.search(bm25, using="bm25", limit=DEFAULT_DEPTH)
     norm = {
         name: min_max([(h.product_id, h.score) for h in found])
         for name, found in (("splade", splade), ("bm25", lexical))
@@ -192,6 +192,22 @@ def test_hybrid_search_fuses_both_rankings(index: EdgeIndex, corpus: Corpus) -> 
         h.payload["brand"] == "globex"
         for h in index.hybrid_search(corpus.queries[0], bm25, filters=brand)
     )
+
+
+def test_hybrid_depth_is_how_many_candidates_each_list_gives(
+    index: EdgeIndex, corpus: Corpus
+) -> None:
+    bm25 = corpus.encoder.encode_query("classic wool hats")
+    splade = index.search(corpus.splade[0], limit=5)
+    lexical = index.search(bm25, using="bm25", limit=5)
+    shallow = index.hybrid_search(corpus.splade[0], bm25, limit=20, fusion=Fusion(depth=5))
+    # Only the top 5 of each list are candidates, normalised over those 5 (the page's end,
+    # 20, is deeper than the depth, so each list gives 20 here).
+    assert len(shallow) == 20 and len({h.product_id for h in splade + lexical}) < 20
+    deep = index.hybrid_search(corpus.splade[0], bm25, limit=20, fusion=Fusion(depth=200))
+    assert [h.score for h in shallow] != [h.score for h in deep]
+    page = index.hybrid_search(corpus.splade[0], bm25, limit=3, fusion=Fusion(depth=5))
+    assert {h.product_id for h in page} <= {h.product_id for h in splade + lexical}
 
 
 def test_hybrid_pages_continue_and_ties_are_ordered_by_id(index: EdgeIndex, corpus: Corpus) -> None:
