@@ -34,7 +34,7 @@ from services.evaluation.metrics import evaluate_runs
 from services.evaluation.systems import LIMIT, hits_to_run
 from services.index.base import ProductIndex
 from services.index.bm25 import Bm25Encoder
-from services.index.fusion import Fusion
+from services.index.fusion import DEFAULT_DEPTH, Fusion
 from services.registry import ModelRegistry
 from services.settings import QdrantSettings, Settings
 from services.sparse import SparseVec
@@ -79,9 +79,16 @@ def open_or_build(
     )
 
 
-def fusions(weights: Sequence[float]) -> dict[str, Fusion]:
-    out = {"RRF k=60": Fusion("rrf", rrf_k=60), "RRF k=2": Fusion("rrf", rrf_k=2)}
-    out |= {f"convex α={w:g}": Fusion("convex", w) for w in weights}
+def fusions(
+    weights: Sequence[float], depths: Sequence[int] = (DEFAULT_DEPTH,)
+) -> dict[str, Fusion]:
+    """RRF (k = 60 and 2) and the convex combination at each weight, at each candidate depth
+    (named with the depth only when several are compared)."""
+    out: dict[str, Fusion] = {}
+    for depth in depths:
+        named = f", top {depth}" if len(depths) > 1 else ""
+        out |= {f"RRF k={k}{named}": Fusion("rrf", rrf_k=k, depth=depth) for k in (60, 2)}
+        out |= {f"convex α={w:g}{named}": Fusion("convex", w, depth=depth) for w in weights}
     return out
 
 
@@ -129,11 +136,12 @@ def run_fusion(
     dev_seed: int,
     weights: Sequence[float],
     work: Path,
+    depths: Sequence[int] = (DEFAULT_DEPTH,),
 ) -> Results:
     """Index (or reopen) ``version`` under ``work``, encode each query once, measure both
     samples."""
     sets = samples(labelled, queries, dev_seed)
-    chosen = fusions(weights)
+    chosen = fusions(weights, depths)
     index = open_or_build(settings, version, labelled, work)
     try:
         # The serving path's query encoder (ONNX), as `flywheel eval` uses.
@@ -158,6 +166,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--queries", type=int, default=2000, help="per sample")
     parser.add_argument("--dev-seed", type=int, default=7)
     parser.add_argument("--weights", type=float, nargs="+", default=list(WEIGHTS))
+    parser.add_argument(
+        "--depths",
+        type=int,
+        nargs="+",
+        default=[DEFAULT_DEPTH],
+        help="candidates per list (search.hybrid_depth); several: each fusion at each depth",
+    )
     parser.add_argument("--work-dir", type=Path, default=None, help="keep the scratch index")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -177,6 +192,7 @@ def main(argv: list[str] | None = None) -> None:
             dev_seed=args.dev_seed,
             weights=args.weights,
             work=args.work_dir or Path(tmp),
+            depths=args.depths,
         )
     print(f"\n{machine()}")
     print(
@@ -196,7 +212,7 @@ def main(argv: list[str] | None = None) -> None:
     convex = {s: v for s, v in dev_means.items() if s.startswith("convex")}
     best = max(convex, key=lambda s: convex[s])
     print(
-        f"\nbest convex weight on dev: {best} ({convex[best]:.4f}); on the protocol "
+        f"\nbest convex fusion on dev: {best} ({convex[best]:.4f}); on the protocol "
         f"{means[best]:.4f} against BM25 {means['BM25']:.4f} (p = {p[best]:.2g})"
     )
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.fusion import Results, run_fusion, samples
+from benchmarks.fusion import Results, fusions, run_fusion, samples
 from services.synthetic import generate_labelled_set
 from tests.conftest import IndexedHome
 
@@ -18,6 +18,15 @@ def test_dev_and_protocol_samples_never_share_a_query(indexed_home: IndexedHome)
     assert len(sets["protocol"]) == 15 and sets["dev"]
     assert not set(sets["dev"]) & set(sets["protocol"])
     assert all(len(labelled.qrels[q]) >= 2 for q in sets["dev"])
+
+
+def test_fusions_at_several_depths_are_named_by_depth() -> None:
+    one = fusions([0.4])
+    assert list(one) == ["RRF k=60", "RRF k=2", "convex α=0.4"]
+    assert {f.depth for f in one.values()} == {100}  # the served default
+    two = fusions([0.4], depths=[100, 400])
+    assert two["convex α=0.4, top 100"].depth == 100 and len(two) == 6
+    assert two["RRF k=2, top 400"].rrf_k == 2
 
 
 @pytest.mark.slow
