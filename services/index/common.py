@@ -141,7 +141,7 @@ class SparseIndexBase(ABC):
         the last of them, and their payloads."""
         # Each list whole (depth deep: min-max normalisation needs its worst candidate), but as
         # point ids and scores: payloads are fetched for the page only. Two lists of 100 with
-        # payloads took 2.5 ms more on Edge than this (README, "Performance").
+        # payloads took 1.2 ms more at the median on Edge (README, "Default search mode").
         scores = convex(self._nearest_ids(vectors, depth, filters), fusion)
         ranked = sorted(scores.items(), key=lambda item: -item[1])
         end = min(window, len(ranked))

@@ -61,10 +61,12 @@ class Fusion:
             raise ValueError(f"depth must be >= 1; got {self.depth}")
 
     def describe(self) -> str:
-        """A few words for reports: ``convex α=0.4`` or ``RRF k=60``."""
+        """A few words for reports: ``convex α=0.4`` or ``RRF k=60`` (and ``, top 400`` when
+        the depth is not the default)."""
+        depth = f", top {self.depth}" if self.depth != DEFAULT_DEPTH else ""
         if self.method == "rrf":
-            return f"RRF k={self.rrf_k}"
-        return f"convex α={self.splade_weight:g}"
+            return f"RRF k={self.rrf_k}{depth}"
+        return f"convex α={self.splade_weight:g}{depth}"
 
     def weight(self, name: VectorName) -> float:
         """The convex weight of list ``name``."""

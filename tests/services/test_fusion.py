@@ -72,6 +72,7 @@ def test_settings_build_the_served_fusion() -> None:
     assert (rrf.method, rrf.rrf_k, rrf.describe()) == ("rrf", 7, "RRF k=7")
     convex = SearchSettings(splade_weight=0.3).hybrid_fusion()
     assert (convex.method, convex.describe()) == ("convex", "convex α=0.3")
-    assert (convex.depth, SearchSettings(hybrid_depth=400).hybrid_fusion().depth) == (100, 400)
+    deep = SearchSettings(hybrid_depth=400).hybrid_fusion()
+    assert (convex.depth, deep.depth, deep.describe()) == (100, 400, "convex α=0.4, top 400")
     with pytest.raises(ValueError, match="splade_weight"):
         SearchSettings(splade_weight=-0.1)
