@@ -458,7 +458,9 @@ def test_every_panel_rule_and_alert_returns_data_from_a_live_prometheus(
         )
 
         # Phase 2: v2 alone, until its production-arm online nDCG, the previous version's
-        # and the retrainer's skipped run are all in Prometheus.
+        # and the retrainer's skipped runs are all in Prometheus. The stage-duration panel
+        # charts increase(): one run's samples are not enough if the first scrape came after
+        # it, so wait until a later run has moved the histogram.
         shop(client, queries, 6, counter)
         for _ in range(40):
             if all(
@@ -467,6 +469,7 @@ def test_every_panel_rule_and_alert_returns_data_from_a_live_prometheus(
                     "model_version:flywheel_online_ndcg_at_10:production_current",
                     "model_version:flywheel_online_ndcg_at_10:production_previous",
                     'flywheel_retrain_runs_total{outcome="skipped"}',
+                    "sum(increase(flywheel_retrain_duration_seconds_count[1m])) > 0",
                     "flywheel_offline_ndcg_at_10",
                     "flywheel_consumer_lag_records",
                 )
