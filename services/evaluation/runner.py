@@ -72,7 +72,7 @@ def rank(
                     splade[t],
                     lexical[t],
                     limit=limit,
-                    prefetch_limit=max(prefetch_limit or fusion.depth, limit),
+                    prefetch_limit=prefetch_limit,
                     fusion=fusion,
                 )
                 for t in batch

@@ -144,6 +144,8 @@ class SparseIndexBase(ABC):
         # payloads took 1.2 ms more at the median on Edge (README, "Default search mode").
         scores = convex(self._nearest_ids(vectors, depth, filters), fusion)
         ranked = sorted(scores.items(), key=lambda item: -item[1])
+        if not ranked:
+            return []
         end = min(window, len(ranked))
         while 0 < end < len(ranked) and ranked[end][1] == ranked[end - 1][1]:
             end += 1  # ties are ordered by product id, so the whole tie group needs its ids
@@ -180,7 +182,8 @@ class SparseIndexBase(ABC):
 
     @abstractmethod
     def _products(self, point_ids: list[str]) -> dict[str, tuple[str, dict[str, Any]]]:
-        """Point id -> (product id, payload) of those of ``point_ids`` that exist."""
+        """Point id -> (product id, payload) of those of ``point_ids`` (never empty) that
+        exist."""
 
     @abstractmethod
     def _fused(

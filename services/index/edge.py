@@ -163,8 +163,6 @@ class EdgeIndex(SparseIndexBase):
         return {name: eq.scored_ids(points) for name, points in zip(names, found, strict=True)}
 
     def _products(self, point_ids: list[str]) -> dict[str, tuple[str, dict[str, Any]]]:
-        if not point_ids:
-            return {}
         ids: list[qe.PointId] = list(point_ids)
         return eq.products(self._call(self._shard.retrieve, ids, True, False))
 

@@ -163,8 +163,6 @@ class QdrantServerIndex(SparseIndexBase):
         }
 
     def _products(self, point_ids: list[str]) -> dict[str, tuple[str, dict[str, Any]]]:
-        if not point_ids:
-            return {}
         records = self._call(self._client.retrieve, self._collection, point_ids, with_payload=True)
         return sq.products(records)
 
