@@ -4,7 +4,8 @@ For one model version of a home (``--home``, ``--model``), the labelled set's wh
 indexed once in a scratch folder (``--work-dir`` keeps it for the next run), every query is
 encoded once, and each fusion answers through :meth:`ProductIndex.hybrid_search`, the path
 ``GET /search?mode=hybrid`` takes: reciprocal rank in the engine (Cormack et al., 2009) and the
-convex combination of min-max normalised scores at several SPLADE weights (Bruch et al., 2023).
+convex combination of normalised scores at several SPLADE weights (Bruch et al., 2023), with
+``--normalizations max min_max`` under both normalisations side by side.
 Two query samples, never mixed: ``dev`` (``--dev-seed``; queries outside the protocol's) is the
 one to choose a weight on, and ``protocol`` (the 2,000 queries of ``flywheel eval``, seed 42)
 is the one to report it on. nDCG@10 is paired-tested against BM25; retrieval time is the
@@ -34,7 +35,7 @@ from services.evaluation.metrics import evaluate_runs
 from services.evaluation.systems import LIMIT, hits_to_run
 from services.index.base import ProductIndex
 from services.index.bm25 import Bm25Encoder
-from services.index.fusion import DEFAULT_DEPTH, Fusion
+from services.index.fusion import DEFAULT_DEPTH, DEFAULT_NORMALIZATION, Fusion, Normalization
 from services.registry import ModelRegistry
 from services.settings import QdrantSettings, Settings
 from services.sparse import SparseVec
@@ -80,15 +81,23 @@ def open_or_build(
 
 
 def fusions(
-    weights: Sequence[float], depths: Sequence[int] = (DEFAULT_DEPTH,)
+    weights: Sequence[float],
+    depths: Sequence[int] = (DEFAULT_DEPTH,),
+    normalizations: Sequence[Normalization] = (DEFAULT_NORMALIZATION,),
 ) -> dict[str, Fusion]:
-    """RRF (k = 60 and 2) and the convex combination at each weight, at each candidate depth
-    (named with the depth only when several are compared)."""
+    """RRF (k = 60 and 2) and the convex combination at each weight and normalisation, at each
+    candidate depth (named with the depth only when several are compared, and with the
+    normalisation when it is not the default)."""
     out: dict[str, Fusion] = {}
     for depth in depths:
         named = f", top {depth}" if len(depths) > 1 else ""
         out |= {f"RRF k={k}{named}": Fusion("rrf", rrf_k=k, depth=depth) for k in (60, 2)}
-        out |= {f"convex α={w:g}{named}": Fusion("convex", w, depth=depth) for w in weights}
+        for how in normalizations:
+            norm = ", min-max" if how == "min_max" else ""
+            out |= {
+                f"convex α={w:g}{norm}{named}": Fusion("convex", w, depth=depth, normalization=how)
+                for w in weights
+            }
     return out
 
 
@@ -137,11 +146,12 @@ def run_fusion(
     weights: Sequence[float],
     work: Path,
     depths: Sequence[int] = (DEFAULT_DEPTH,),
+    normalizations: Sequence[Normalization] = (DEFAULT_NORMALIZATION,),
 ) -> Results:
     """Index (or reopen) ``version`` under ``work``, encode each query once, measure both
     samples."""
     sets = samples(labelled, queries, dev_seed)
-    chosen = fusions(weights, depths)
+    chosen = fusions(weights, depths, normalizations)
     index = open_or_build(settings, version, labelled, work)
     try:
         # The serving path's query encoder (ONNX), as `flywheel eval` uses.
@@ -173,6 +183,14 @@ def main(argv: list[str] | None = None) -> None:
         default=[DEFAULT_DEPTH],
         help="candidates per list (search.hybrid_depth); several: each fusion at each depth",
     )
+    parser.add_argument(
+        "--normalizations",
+        nargs="+",
+        choices=["max", "min_max"],
+        default=[DEFAULT_NORMALIZATION],
+        help="how the convex fusion scales each list (search.hybrid_normalization); several: "
+        "each weight under each",
+    )
     parser.add_argument("--work-dir", type=Path, default=None, help="keep the scratch index")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -193,6 +211,7 @@ def main(argv: list[str] | None = None) -> None:
             weights=args.weights,
             work=args.work_dir or Path(tmp),
             depths=args.depths,
+            normalizations=args.normalizations,
         )
     print(f"\n{machine()}")
     print(

@@ -12,7 +12,14 @@ from typing import Literal
 from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from services.index.fusion import DEFAULT_DEPTH, DEFAULT_SPLADE_WEIGHT, Fusion, FusionMethod
+from services.index.fusion import (
+    DEFAULT_DEPTH,
+    DEFAULT_NORMALIZATION,
+    DEFAULT_SPLADE_WEIGHT,
+    Fusion,
+    FusionMethod,
+    Normalization,
+)
 from services.ingest_settings import StoreSettings
 from services.kafka.config import KafkaSettings
 
@@ -93,9 +100,8 @@ class SearchSettings(BaseModel):
     fusion: FusionMethod = Field(
         default="convex",
         description="How hybrid mode fuses the SPLADE and BM25 lists: 'convex' (splade_weight "
-        "times the min-max normalised SPLADE scores plus the rest times BM25's; Bruch et al., "
-        "2023) or 'rrf' (reciprocal rank in the engine, constant rrf_k). README: 'Default "
-        "search mode'.",
+        "times the normalised SPLADE scores plus the rest times BM25's; Bruch et al., 2023) or "
+        "'rrf' (reciprocal rank in the engine, constant rrf_k). README: 'Default search mode'.",
     )
     splade_weight: float = Field(
         default=DEFAULT_SPLADE_WEIGHT,
@@ -117,6 +123,13 @@ class SearchSettings(BaseModel):
         description="Candidates hybrid mode takes from each list before fusing (SPLADE's and "
         "BM25's); deeper lists cost retrieval time (README: 'Default search mode').",
     )
+    hybrid_normalization: Normalization = Field(
+        default=DEFAULT_NORMALIZATION,
+        description="How the convex fusion scales each list: 'max' (score / the list's best: "
+        "the theoretical min-max, scores being never negative) or 'min_max' (from the "
+        "depth-th candidate's score to the best, so it depends on hybrid_depth; the previous "
+        "default). README: 'Default search mode'.",
+    )
     interleaving: bool = Field(
         default=True,
         description="Serve sessions in the canary bucket a team-draft interleaving of the canary "
@@ -125,7 +138,13 @@ class SearchSettings(BaseModel):
 
     def hybrid_fusion(self) -> Fusion:
         """The fusion hybrid mode serves and every evaluation of hybrid uses."""
-        return Fusion(self.fusion, self.splade_weight, self.rrf_k, self.hybrid_depth)
+        return Fusion(
+            self.fusion,
+            self.splade_weight,
+            self.rrf_k,
+            self.hybrid_depth,
+            self.hybrid_normalization,
+        )
 
 
 class ServerSettings(BaseModel):

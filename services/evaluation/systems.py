@@ -9,7 +9,7 @@
 * ``splade`` — a model version's SPLADE vectors (Formal et al., 2021): documents in the index's
   ``splade`` named vector, queries encoded with the version's encoder.
 * ``hybrid`` — both of the above fused by the serving fusion (:mod:`services.index.fusion`: a
-  convex combination of min-max normalised scores, Bruch et al., 2023, or reciprocal rank in
+  convex combination of normalised scores, Bruch et al., 2023, or reciprocal rank in
   the engine, Cormack et al., 2009), exactly what ``GET /search`` serves with ``mode=hybrid``.
 """
 

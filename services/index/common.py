@@ -139,10 +139,11 @@ class SparseIndexBase(ABC):
     ) -> list[Hit]:
         """The best ``window`` candidates of the convex fusion, with every candidate tied with
         the last of them, and their payloads."""
-        # Each list whole (depth deep: min-max normalisation needs its worst candidate), but as
-        # point ids and scores: payloads are fetched for the page only. Two lists of 100 with
-        # payloads took 1.2 ms more at the median on Edge (README, "Default search mode").
-        scores = convex(self._nearest_ids(vectors, depth, filters), fusion)
+        # Each list whole (depth deep: a full list's last candidate sets the share of those
+        # absent from it), but as point ids and scores: payloads are fetched for the page
+        # only. Two lists of 100 with payloads took 1.2 ms more at the median on Edge (README,
+        # "Default search mode").
+        scores = convex(self._nearest_ids(vectors, depth, filters), fusion, depth)
         ranked = sorted(scores.items(), key=lambda item: -item[1])
         if not ranked:
             return []

@@ -20,13 +20,17 @@ def test_dev_and_protocol_samples_never_share_a_query(indexed_home: IndexedHome)
     assert all(len(labelled.qrels[q]) >= 2 for q in sets["dev"])
 
 
-def test_fusions_at_several_depths_are_named_by_depth() -> None:
+def test_fusions_at_several_depths_and_normalisations_are_named_by_them() -> None:
     one = fusions([0.4])
     assert list(one) == ["RRF k=60", "RRF k=2", "convex α=0.4"]
     assert {f.depth for f in one.values()} == {100}  # the served default
     two = fusions([0.4], depths=[100, 400])
     assert two["convex α=0.4, top 100"].depth == 100 and len(two) == 6
     assert two["RRF k=2, top 400"].rrf_k == 2
+    both = fusions([0.4], normalizations=["max", "min_max"])
+    assert list(both) == ["RRF k=60", "RRF k=2", "convex α=0.4", "convex α=0.4, min-max"]
+    assert both["convex α=0.4, min-max"].normalization == "min_max"
+    assert both["convex α=0.4"].normalization == "max"  # the served default
 
 
 @pytest.mark.slow

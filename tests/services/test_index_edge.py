@@ -14,7 +14,7 @@ from services.errors import SearchIndexError
 from services.index.base import Hit, SearchFilters
 from services.index.bm25 import Bm25Encoder
 from services.index.edge import EdgeIndex
-from services.index.fusion import DEFAULT_DEPTH, Fusion, min_max
+from services.index.fusion import DEFAULT_DEPTH, Fusion, normalise
 from services.index.ids import point_id
 from services.products import Product
 from services.settings import FilterKind
@@ -168,19 +168,24 @@ def test_hybrid_search_fuses_both_rankings(index: EdgeIndex, corpus: Corpus) -> 
     qdrant_k = index.hybrid_search(corpus.splade[-1], bm25, limit=5, fusion=Fusion("rrf", rrf_k=2))
     assert qdrant_k[0].product_id == "sku-boots" and qdrant_k[0].score == pytest.approx(1.0)
     # Convex: the best of both lists scores α·1 + (1 − α)·1; every score is the convex
-    # combination of the two lists' min-max normalised scores.
+    # combination of the two lists' scores divided by their best.
     hits = index.hybrid_search(corpus.splade[-1], bm25, limit=5)  # the default: convex 0.4
     assert hits[0].product_id == "sku-boots" and hits[0].score == pytest.approx(1.0)
     splade = index.search(corpus.splade[-1], limit=DEFAULT_DEPTH)  # each list this deep
     lexical = index.search(bm25, using="bm25", limit=DEFAULT_DEPTH)
+    # SPLADE's list is full (it matches most products), so a product absent from it may have
+    # scored just below its last: it gets the last one's share. BM25's is short, so it holds
+    # every match: a product absent from it gets 0 there.
+    assert len(splade) == DEFAULT_DEPTH and len(lexical) < DEFAULT_DEPTH
     norm = {
-        name: min_max([(h.product_id, h.score) for h in found])
+        name: normalise([(h.product_id, h.score) for h in found], "max")
         for name, found in (("splade", splade), ("bm25", lexical))
     }
+    floor = splade[-1].score / splade[0].score
+    assert floor > 0
     for hit in hits:
-        expected = 0.4 * norm["splade"].get(hit.product_id, 0.0) + 0.6 * norm["bm25"].get(
-            hit.product_id, 0.0
-        )
+        expected = 0.4 * norm["splade"].get(hit.product_id, floor)
+        expected += 0.6 * norm["bm25"].get(hit.product_id, 0.0)
         assert hit.score == pytest.approx(expected)
     # α = 0 is BM25's ranking (ties by product id, as every fused list)
     n = min(5, len(lexical))
@@ -208,6 +213,18 @@ def test_hybrid_depth_is_how_many_candidates_each_list_gives(
     assert [h.score for h in shallow] != [h.score for h in deep]
     page = index.hybrid_search(corpus.splade[0], bm25, limit=3, fusion=Fusion(depth=5))
     assert {h.product_id for h in page} <= {h.product_id for h in splade + lexical}
+    # Both lists are full at depth 5: a candidate absent from one may have scored just below
+    # its 5th, so it gets the 5th's share (score / best) from that list.
+    assert len(splade) == len(lexical) == 5
+    lists = {"splade": splade, "bm25": lexical}
+    share = {n: {h.product_id: h.score / hs[0].score for h in hs} for n, hs in lists.items()}
+    floor = {n: hs[-1].score / hs[0].score for n, hs in lists.items()}
+    fused = index.hybrid_search(corpus.splade[0], bm25, limit=5, fusion=Fusion(depth=5))
+    assert any(h.product_id not in share["splade"] for h in fused) and min(floor.values()) > 0
+    for hit in fused:
+        expected = 0.4 * share["splade"].get(hit.product_id, floor["splade"])
+        expected += 0.6 * share["bm25"].get(hit.product_id, floor["bm25"])
+        assert hit.score == pytest.approx(expected)
 
 
 def test_hybrid_pages_continue_and_ties_are_ordered_by_id(index: EdgeIndex, corpus: Corpus) -> None:
