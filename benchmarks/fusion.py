@@ -23,6 +23,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from benchmarks.common import machine
@@ -35,7 +36,13 @@ from services.evaluation.metrics import evaluate_runs
 from services.evaluation.systems import LIMIT, hits_to_run
 from services.index.base import ProductIndex
 from services.index.bm25 import Bm25Encoder
-from services.index.fusion import DEFAULT_DEPTH, DEFAULT_NORMALIZATION, Fusion, Normalization
+from services.index.fusion import (
+    DEFAULT_DEPTH,
+    DEFAULT_NORMALIZATION,
+    NORMALIZATIONS,
+    Fusion,
+    Normalization,
+)
 from services.registry import ModelRegistry
 from services.settings import QdrantSettings, Settings
 from services.sparse import SparseVec
@@ -93,11 +100,9 @@ def fusions(
         named = f", top {depth}" if len(depths) > 1 else ""
         out |= {f"RRF k={k}{named}": Fusion("rrf", rrf_k=k, depth=depth) for k in (60, 2)}
         for how in normalizations:
-            norm = ", min-max" if how == "min_max" else ""
-            out |= {
-                f"convex α={w:g}{norm}{named}": Fusion("convex", w, depth=depth, normalization=how)
-                for w in weights
-            }
+            for w in weights:
+                convex = Fusion("convex", w, normalization=how)  # described without the depth
+                out[convex.describe() + named] = replace(convex, depth=depth)
     return out
 
 
@@ -186,7 +191,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--normalizations",
         nargs="+",
-        choices=["max", "min_max"],
+        choices=NORMALIZATIONS,
         default=[DEFAULT_NORMALIZATION],
         help="how the convex fusion scales each list (search.hybrid_normalization); several: "
         "each weight under each",

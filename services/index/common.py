@@ -148,7 +148,7 @@ class SparseIndexBase(ABC):
         if not ranked:
             return []
         end = min(window, len(ranked))
-        while 0 < end < len(ranked) and ranked[end][1] == ranked[end - 1][1]:
+        while end < len(ranked) and ranked[end][1] == ranked[end - 1][1]:
             end += 1  # ties are ordered by product id, so the whole tie group needs its ids
         found = self._products([pid for pid, _ in ranked[:end]])
         # A point deleted between the two calls is left out rather than shown without data.

@@ -30,12 +30,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 from services.index.base import DEFAULT_RRF_K, VectorName
 
 FusionMethod = Literal["convex", "rrf"]
 Normalization = Literal["max", "min_max"]
+NORMALIZATIONS: tuple[Normalization, ...] = get_args(Normalization)
 
 DEFAULT_SPLADE_WEIGHT = 0.4
 """α of the convex combination: chosen on 2,000 Home Depot queries kept apart from the
@@ -73,9 +74,9 @@ class Fusion:
             raise ValueError(f"rrf_k must be >= 1; got {self.rrf_k}")
         if self.depth < 1:
             raise ValueError(f"depth must be >= 1; got {self.depth}")
-        if self.normalization not in ("max", "min_max"):
+        if self.normalization not in NORMALIZATIONS:
             raise ValueError(
-                f"unknown normalization {self.normalization!r}; use 'max' or 'min_max'"
+                f"unknown normalization {self.normalization!r}; use one of {NORMALIZATIONS}"
             )
 
     def describe(self) -> str:
